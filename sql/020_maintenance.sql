@@ -1,0 +1,146 @@
+-- Maintenance: one function does all periodic work, so that pg_cron (one schedule) and an
+-- installation without pg_cron (call it from any scheduler) run exactly the same code.
+
+CREATE FUNCTION monitoring.run_maintenance()
+    RETURNS TABLE (parent_table text, rows_moved_from_default bigint, partitions integer)
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    cfg monitoring.time_series_config;
+    partman name := monitoring._partman_schema();
+    moved bigint;
+    batch bigint;
+    default_has_rows boolean;
+BEGIN
+    -- Two overlapping runs (pg_cron and a manual call) would only wait on each other.
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('pg_observe.run_maintenance')) THEN
+        RAISE NOTICE 'pg_observe maintenance is already running in another session';
+        RETURN;
+    END IF;
+
+    FOR cfg IN SELECT * FROM monitoring.time_series_config c ORDER BY c.parent_table LOOP
+        PERFORM monitoring._sync_partman(cfg.parent_table);
+
+        -- Rows in the default partition block the creation of the child covering them:
+        -- move them into their children first (pg_partman creates those as needed).
+        moved := 0;
+        LOOP
+            EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %s)',
+                                      monitoring._default_partition(cfg.parent_table::regclass))
+                INTO STRICT default_has_rows;
+            EXIT WHEN NOT default_has_rows;
+            EXECUTE pg_catalog.format(
+                'SELECT %I.partition_data_time(p_parent_table => $1, p_batch_count => 100, p_analyze => false)',
+                partman) INTO batch USING cfg.parent_table;
+            EXIT WHEN batch OPERATOR(pg_catalog.=) 0;
+            moved := moved OPERATOR(pg_catalog.+) batch;
+        END LOOP;
+
+        EXECUTE pg_catalog.format(
+            'SELECT %I.run_maintenance(p_parent_table => $1, p_analyze => false, p_jobmon => false)', partman)
+            USING cfg.parent_table;
+
+        parent_table := cfg.parent_table;
+        rows_moved_from_default := moved;
+        SELECT pg_catalog.count(*)::integer INTO partitions FROM pg_catalog.pg_inherits i
+        WHERE i.inhparent OPERATOR(pg_catalog.=) cfg.parent_table::regclass;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION monitoring.run_maintenance() IS
+    'All periodic work of pg_observe: premake and expire partitions, empty default partitions; what the pg_cron job runs';
+
+-- The jobs pg_observe needs, as one list, so that scheduling and cleanup agree.
+CREATE FUNCTION monitoring._maintenance_jobs()
+    RETURNS TABLE (job_name text, schedule text, command text)
+    LANGUAGE sql
+    IMMUTABLE
+    SET search_path = ''
+AS $$
+    VALUES ('pg_observe_maintenance', '*/5 * * * *', 'SELECT monitoring.run_maintenance()')
+$$;
+COMMENT ON FUNCTION monitoring._maintenance_jobs() IS 'pg_cron jobs that schedule_maintenance() registers';
+
+CREATE FUNCTION monitoring.schedule_maintenance()
+    RETURNS TABLE (job_name text, schedule text, command text, jobid bigint)
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+DECLARE
+    job record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron') THEN
+        RAISE NOTICE 'pg_cron is not installed in database %: nothing scheduled', pg_catalog.current_database()
+            USING HINT = 'Call SELECT monitoring.run_maintenance() every few minutes from another scheduler, '
+                         'or from the pg_cron database: SELECT cron.schedule_in_database(''pg_observe_maintenance'', '
+                         '''*/5 * * * *'', ''SELECT monitoring.run_maintenance()'', ' ||
+                         pg_catalog.quote_literal(pg_catalog.current_database()) || ')';
+        RETURN;
+    END IF;
+    FOR job IN SELECT * FROM monitoring._maintenance_jobs() LOOP
+        -- cron.schedule(name, ...) replaces a job of the same name: calling this again is harmless.
+        EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jobid USING job.job_name, job.schedule, job.command;
+        job_name := job.job_name;
+        schedule := job.schedule;
+        command := job.command;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION monitoring.schedule_maintenance() IS
+    'Registers (or updates) the pg_cron jobs of pg_observe; a notice and nothing else where pg_cron is absent';
+
+CREATE FUNCTION monitoring.unschedule_maintenance()
+    RETURNS integer
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+DECLARE
+    removed integer := 0;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron') THEN
+        EXECUTE 'SELECT pg_catalog.count(cron.unschedule(j.jobid))::integer FROM cron.job j'
+                ' WHERE j.jobname IN (SELECT job_name FROM monitoring._maintenance_jobs())'
+            INTO removed;
+    END IF;
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION monitoring.unschedule_maintenance() IS 'Removes the pg_cron jobs of pg_observe; returns how many';
+
+-- DROP EXTENSION drops our tables but not pg_partman's config rows for them (which would
+-- make pg_partman's maintenance fail for every other table) nor our pg_cron jobs. An event
+-- trigger of the extension cannot see its own drop in sql_drop, so this runs at
+-- ddl_command_start of a DROP EXTENSION naming pg_observe; it is undone if the DROP fails.
+-- A false match (the name in a comment) only unregisters: run_maintenance() re-registers.
+CREATE FUNCTION monitoring._cleanup_on_drop_extension()
+    RETURNS event_trigger
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+DECLARE
+    partman name := monitoring._partman_schema();
+BEGIN
+    IF pg_catalog.current_query() OPERATOR(pg_catalog.!~*) '\mpg_observe\M' THEN
+        RETURN;
+    END IF;
+    IF partman IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DELETE FROM %I.part_config WHERE parent_table IN'
+                                  ' (SELECT parent_table FROM monitoring.time_series_config)', partman);
+    END IF;
+    PERFORM monitoring.unschedule_maintenance();
+END
+$$;
+COMMENT ON FUNCTION monitoring._cleanup_on_drop_extension() IS
+    'Removes pg_partman config rows and pg_cron jobs of pg_observe when DROP EXTENSION pg_observe runs';
+
+CREATE EVENT TRIGGER pg_observe_cleanup_on_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION monitoring._cleanup_on_drop_extension();
