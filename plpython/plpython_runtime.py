@@ -23,7 +23,7 @@ def runtime() -> str:
             modules[name] = False
     return json.dumps(
         {
-            "python_version": "%d.%d.%d" % sys.version_info[:3],
+            "python_version": "{}.{}.{}".format(*sys.version_info[:3]),
             "executable": sys.executable,
             "modules": modules,
         }

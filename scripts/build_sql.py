@@ -43,14 +43,14 @@ def wrap_plpython(path: pathlib.Path) -> str:
 
 def expand(path: pathlib.Path, seen: tuple = ()) -> str:
     if path in seen:
-        raise SystemExit(f"include cycle: {' -> '.join(map(str, seen + (path,)))}")
+        raise SystemExit(f"include cycle: {' -> '.join(map(str, (*seen, path)))}")
     out = [f"-- {path.relative_to(ROOT)}\n"]
     for line in path.read_text().splitlines(keepends=True):
         m = DIRECTIVE.match(line)
         if not m:
             out.append(line)
         elif m.group(1) == "include":
-            out.append(expand(ROOT / m.group(2), seen + (path,)))
+            out.append(expand(ROOT / m.group(2), (*seen, path)))
         else:
             out.append(wrap_plpython(ROOT / m.group(2)))
     return "".join(out) + "\n"

@@ -77,7 +77,12 @@ $$;
 COMMENT ON FUNCTION monitoring._default_partition(regclass) IS 'The DEFAULT partition of a partitioned table, or NULL';
 
 -- Registers one table with pg_partman (if it is not already) and syncs its settings.
-CREATE FUNCTION monitoring._sync_partman(p_parent_table text)
+-- pg_partman 4.7 saves search_path and restores it with a session-level set_config(),
+-- which outlives our functions' SET search_path clause. So it is called under the caller's
+-- own search_path (passed down by the public entry points), which it then restores as it
+-- was; after that call the rest of our (fully qualified) code runs under that path too.
+-- Only admins, the installer and pg_cron reach these functions.
+CREATE FUNCTION monitoring._sync_partman(p_parent_table text, p_caller_search_path text)
     RETURNS boolean
     LANGUAGE plpgsql
     VOLATILE
@@ -98,6 +103,7 @@ BEGIN
     EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %I.part_config WHERE parent_table = $1)', partman)
         INTO registered USING cfg.parent_table;
     IF NOT registered THEN
+        PERFORM pg_catalog.set_config('search_path', p_caller_search_path, true);
         EXECUTE pg_catalog.format(
             'SELECT %I.create_parent(p_parent_table => $1, p_control => $2, p_type => ''native'','
             ' p_interval => $3, p_premake => $4, p_jobmon => false)', partman)
@@ -117,7 +123,7 @@ BEGIN
     RETURN created;
 END
 $$;
-COMMENT ON FUNCTION monitoring._sync_partman(text) IS
+COMMENT ON FUNCTION monitoring._sync_partman(text, text) IS
     'Registers a time-series table with pg_partman if needed and copies its retention and premake there';
 
 CREATE FUNCTION monitoring._guard_default_partition(p_parent regclass)
@@ -174,6 +180,7 @@ DECLARE
     cfg monitoring.time_series_config;
     row_json jsonb := pg_catalog.to_jsonb(NEW);
     row_time timestamptz;
+    columns text;
 BEGIN
     SELECT i.inhparent INTO parent FROM pg_catalog.pg_inherits i
     WHERE i.inhrelid OPERATOR(pg_catalog.=) TG_RELID;
@@ -198,8 +205,17 @@ BEGIN
     END IF;
     row_json := pg_catalog.jsonb_set(row_json, ARRAY[cfg.control_column],
                                      pg_catalog.to_jsonb(pg_catalog.now()));
-    EXECUTE pg_catalog.format('INSERT INTO %s SELECT * FROM pg_catalog.jsonb_populate_record(NULL::%s, $1)',
-                              parent, parent)
+    -- Identity values are kept as they were, generated columns are computed again, and
+    -- NULLs get the parent's defaults (a row inserted straight into the default partition
+    -- never got them).
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO columns
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid OPERATOR(pg_catalog.=) parent AND a.attnum OPERATOR(pg_catalog.>) 0
+      AND NOT a.attisdropped AND a.attgenerated OPERATOR(pg_catalog.=) ''
+      AND pg_catalog.jsonb_typeof(row_json OPERATOR(pg_catalog.->) a.attname::text) OPERATOR(pg_catalog.<>) 'null';
+    EXECUTE pg_catalog.format(
+        'INSERT INTO %1$s (%2$s) OVERRIDING SYSTEM VALUE'
+        ' SELECT %2$s FROM pg_catalog.jsonb_populate_record(NULL::%1$s, $1)', parent, columns)
         USING row_json;
     RETURN NULL;
 END
@@ -217,20 +233,20 @@ CREATE FUNCTION monitoring._create_time_series(
     RETURNS void
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    -- Deliberately without SET search_path: pg_partman gets the caller's (see _sync_partman).
 AS $$
 BEGIN
     INSERT INTO monitoring.time_series_config
         (parent_table, control_column, partition_interval, retention, premake, original_time_column)
     VALUES (p_parent_table::text, p_control_column, p_partition_interval, p_retention, p_premake,
             p_original_time_column);
-    PERFORM monitoring._sync_partman(p_parent_table::text);
+    PERFORM monitoring._sync_partman(p_parent_table::text, pg_catalog.current_setting('search_path'));
 END
 $$;
 COMMENT ON FUNCTION monitoring._create_time_series(regclass, text, interval, interval, integer, text) IS
     'Makes a RANGE-partitioned table pg_partman-managed with a default partition, premade children, retention and the time guard';
 
-CREATE FUNCTION monitoring.set_retention(p_table regclass, p_retention interval)
+CREATE FUNCTION monitoring._set_retention(p_table regclass, p_retention interval, p_caller_search_path text)
     RETURNS void
     LANGUAGE plpgsql
     VOLATILE
@@ -244,8 +260,18 @@ BEGIN
         RAISE EXCEPTION '% is not a pg_observe time-series table', p_table
             USING HINT = 'SELECT parent_table FROM monitoring.time_series_config lists them';
     END IF;
-    PERFORM monitoring._sync_partman(p_table::text);
+    PERFORM monitoring._sync_partman(p_table::text, p_caller_search_path);
 END
 $$;
+COMMENT ON FUNCTION monitoring._set_retention(regclass, interval, text) IS 'Body of set_retention()';
+
+-- Deliberately without SET search_path: it reads the caller's (see _sync_partman).
+CREATE FUNCTION monitoring.set_retention(p_table regclass, p_retention interval)
+    RETURNS void
+    LANGUAGE sql
+    VOLATILE
+AS $$
+    SELECT monitoring._set_retention(p_table, p_retention, pg_catalog.current_setting('search_path'))
+$$;
 COMMENT ON FUNCTION monitoring.set_retention(regclass, interval) IS
-    'Changes how long a time-series table keeps data (NULL: forever); applied by the next run_maintenance()';
+    'Changes how long a time-series table keeps data (NULL: forever); pg_partman drops older partitions at the next run_maintenance()';

@@ -1,7 +1,7 @@
 -- Maintenance: one function does all periodic work, so that pg_cron (one schedule) and an
 -- installation without pg_cron (call it from any scheduler) run exactly the same code.
 
-CREATE FUNCTION monitoring.run_maintenance()
+CREATE FUNCTION monitoring._run_maintenance(p_caller_search_path text)
     RETURNS TABLE (parent_table text, rows_moved_from_default bigint, partitions integer)
     LANGUAGE plpgsql
     VOLATILE
@@ -22,7 +22,7 @@ BEGIN
     END IF;
 
     FOR cfg IN SELECT * FROM monitoring.time_series_config c ORDER BY c.parent_table LOOP
-        PERFORM monitoring._sync_partman(cfg.parent_table);
+        PERFORM monitoring._sync_partman(cfg.parent_table, p_caller_search_path);
 
         -- Rows in the default partition block the creation of the child covering them:
         -- move them into their children first (pg_partman creates those as needed).
@@ -32,13 +32,21 @@ BEGIN
                                       monitoring._default_partition(cfg.parent_table::regclass))
                 INTO STRICT default_has_rows;
             EXIT WHEN NOT default_has_rows;
+            PERFORM pg_catalog.set_config('search_path', p_caller_search_path, true);
+            -- pg_partman copies every column; generated ones must be left to be computed.
             EXECUTE pg_catalog.format(
-                'SELECT %I.partition_data_time(p_parent_table => $1, p_batch_count => 100, p_analyze => false)',
-                partman) INTO batch USING cfg.parent_table;
-            EXIT WHEN batch OPERATOR(pg_catalog.=) 0;
+                'SELECT %I.partition_data_time(p_parent_table => $1, p_batch_count => 100, p_analyze => false,'
+                ' p_ignored_columns => $2)', partman)
+                INTO batch
+                USING cfg.parent_table,
+                      (SELECT pg_catalog.array_agg(a.attname::text) FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid OPERATOR(pg_catalog.=) cfg.parent_table::regclass
+                         AND a.attgenerated OPERATOR(pg_catalog.<>) '' AND NOT a.attisdropped);
+                EXIT WHEN batch OPERATOR(pg_catalog.=) 0;
             moved := moved OPERATOR(pg_catalog.+) batch;
         END LOOP;
 
+        PERFORM pg_catalog.set_config('search_path', p_caller_search_path, true);
         EXECUTE pg_catalog.format(
             'SELECT %I.run_maintenance(p_parent_table => $1, p_analyze => false, p_jobmon => false)', partman)
             USING cfg.parent_table;
@@ -50,6 +58,16 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 END
+$$;
+COMMENT ON FUNCTION monitoring._run_maintenance(text) IS 'Body of run_maintenance()';
+
+-- Deliberately without SET search_path: it reads the caller's (see _sync_partman).
+CREATE FUNCTION monitoring.run_maintenance()
+    RETURNS TABLE (parent_table text, rows_moved_from_default bigint, partitions integer)
+    LANGUAGE sql
+    VOLATILE
+AS $$
+    SELECT * FROM monitoring._run_maintenance(pg_catalog.current_setting('search_path'))
 $$;
 COMMENT ON FUNCTION monitoring.run_maintenance() IS
     'All periodic work of pg_observe: premake and expire partitions, empty default partitions; what the pg_cron job runs';
@@ -73,8 +91,12 @@ CREATE FUNCTION monitoring.schedule_maintenance()
 AS $$
 DECLARE
     job record;
+    cron_schema name := (SELECT n.nspname FROM pg_catalog.pg_extension e
+                         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+                         WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron');
+    new_jobid bigint;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron') THEN
+    IF cron_schema IS NULL THEN
         RAISE NOTICE 'pg_cron is not installed in database %: nothing scheduled', pg_catalog.current_database()
             USING HINT = 'Call SELECT monitoring.run_maintenance() every few minutes from another scheduler, '
                          'or from the pg_cron database: SELECT cron.schedule_in_database(''pg_observe_maintenance'', '
@@ -84,7 +106,9 @@ BEGIN
     END IF;
     FOR job IN SELECT * FROM monitoring._maintenance_jobs() LOOP
         -- cron.schedule(name, ...) replaces a job of the same name: calling this again is harmless.
-        EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jobid USING job.job_name, job.schedule, job.command;
+        EXECUTE pg_catalog.format('SELECT %I.schedule($1, $2, $3)', cron_schema)
+            INTO new_jobid USING job.job_name, job.schedule, job.command;
+        jobid := new_jobid;
         job_name := job.job_name;
         schedule := job.schedule;
         command := job.command;
@@ -103,10 +127,14 @@ CREATE FUNCTION monitoring.unschedule_maintenance()
 AS $$
 DECLARE
     removed integer := 0;
+    cron_schema name := (SELECT n.nspname FROM pg_catalog.pg_extension e
+                         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+                         WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron');
 BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron') THEN
-        EXECUTE 'SELECT pg_catalog.count(cron.unschedule(j.jobid))::integer FROM cron.job j'
-                ' WHERE j.jobname IN (SELECT job_name FROM monitoring._maintenance_jobs())'
+    IF cron_schema IS NOT NULL THEN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(%1$I.unschedule(j.jobid))::integer FROM %1$I.job j'
+                                  ' WHERE j.jobname IN (SELECT job_name FROM monitoring._maintenance_jobs())',
+                                  cron_schema)
             INTO removed;
     END IF;
     RETURN removed;

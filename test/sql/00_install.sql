@@ -1,0 +1,59 @@
+-- What CREATE EXTENSION pg_observe CASCADE leaves in place, and the house rules every
+-- object follows (comments, search_path, definer functions closed to PUBLIC).
+BEGIN;
+SELECT plan(17);
+
+SELECT has_schema('monitoring');
+SELECT has_extension('pg_observe');
+SELECT has_extension('pg_partman');
+SELECT has_role('observe_writer');
+SELECT has_role('observe_reader');
+SELECT has_role('observe_admin');
+SELECT is_member_of('observe_writer', 'observe_admin');
+SELECT is_member_of('observe_reader', 'observe_admin');
+SELECT is_member_of('pg_monitor', 'observe_reader');
+
+SELECT is(
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+     WHERE p.pronamespace = 'monitoring'::regnamespace
+       AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')),
+    -- These pass the caller's search_path to pg_partman, which restores it session-wide.
+    ARRAY['monitoring._create_time_series(regclass,text,interval,interval,integer,text)',
+          'monitoring.run_maintenance()', 'monitoring.set_retention(regclass,interval)'],
+    'every function sets its search_path, but for those that hand the caller''s to pg_partman');
+
+SELECT is(
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+     WHERE p.pronamespace = 'monitoring'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL),
+    NULL, 'every function has a COMMENT');
+
+SELECT is(
+    (SELECT array_agg(c.oid::regclass::text ORDER BY 1) FROM pg_class c
+     WHERE c.relnamespace = 'monitoring'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+       AND NOT c.relispartition AND obj_description(c.oid, 'pg_class') IS NULL),
+    NULL, 'every table and view has a COMMENT');
+
+SELECT is(
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+     WHERE p.pronamespace = 'monitoring'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE')),
+    NULL, 'no function is executable by PUBLIC');
+
+SELECT is(
+    (SELECT array_agg(c.oid::regclass::text ORDER BY 1) FROM pg_class c
+     WHERE c.relnamespace = 'monitoring'::regnamespace
+       AND has_table_privilege('public', c.oid, 'SELECT,INSERT,UPDATE,DELETE')),
+    NULL, 'no table is readable or writable by PUBLIC');
+
+SELECT is(
+    (SELECT count(*)::int FROM pg_event_trigger WHERE evtname = 'pg_observe_cleanup_on_drop' AND evtenabled = 'O'),
+    1, 'the DROP EXTENSION cleanup trigger is installed');
+
+-- pg_partman restores search_path session-wide: our calls must leave the caller's as it was.
+SET search_path = public, monitoring;
+SELECT * FROM monitoring.run_maintenance();
+SELECT is(current_setting('search_path'), 'public, monitoring', 'run_maintenance() leaves the caller''s search_path alone');
+SELECT monitoring.set_retention('monitoring.tb_error_occurrence', interval '6 months');
+SELECT is(current_setting('search_path'), 'public, monitoring', 'set_retention() leaves the caller''s search_path alone');
+
+SELECT * FROM finish();
+ROLLBACK;
