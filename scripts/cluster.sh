@@ -50,6 +50,12 @@ CONF
   if ! "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -Atqc "select 1 from pg_database where datname = '$DB'" postgres | grep -q 1; then
     "$PGBIN/createdb" -h "$SOCK" -p "$PORT" -U postgres "$DB"
   fi
+  # pg_cron's scheduler connects to $DB at server start and stops if it is missing then
+  # (or dropped later): restart once so that it runs.
+  if ! "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -Atqc \
+       "select 1 from pg_stat_activity where backend_type = 'pg_cron launcher'" postgres | grep -q 1; then
+    as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -t 60 restart >/dev/null
+  fi
 }
 
 stop() {

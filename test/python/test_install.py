@@ -1,0 +1,74 @@
+"""Install, drop and pg_partman placement, on databases of the test's own."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+# Everything a database holds that an extension could leave behind.
+INVENTORY = """
+SELECT 'class ' || oid::regclass::text FROM pg_class WHERE relnamespace NOT IN
+    (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema', 'pg_toast'))
+UNION ALL SELECT 'proc ' || oid::regprocedure::text FROM pg_proc WHERE pronamespace NOT IN
+    (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema'))
+UNION ALL SELECT 'namespace ' || nspname FROM pg_namespace
+UNION ALL SELECT 'type ' || oid::regtype::text FROM pg_type WHERE typnamespace NOT IN
+    (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema', 'pg_toast'))
+UNION ALL SELECT 'event trigger ' || evtname FROM pg_event_trigger
+UNION ALL SELECT 'extension ' || extname FROM pg_extension
+"""
+
+
+@pytest.fixture
+def scratch_db(admin_dsn: str):
+    name = "pgo_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = admin_dsn.replace("dbname=postgres", f"dbname={name}")
+    yield dsn
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _inventory(conn: psycopg.Connection) -> set[str]:
+    return {r[0] for r in conn.execute(INVENTORY).fetchall()}
+
+
+def test_drop_extension_leaves_nothing_behind(scratch_db: str) -> None:
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA partman")
+        conn.execute("CREATE EXTENSION pg_partman SCHEMA partman")
+        conn.execute("CREATE EXTENSION plpython3u")
+        before = _inventory(conn)
+        conn.execute("CREATE EXTENSION pg_observe")
+        conn.execute("SELECT monitoring.capture_error('{\"exception_type\": \"E\"}')")
+        conn.execute("SELECT * FROM monitoring.run_maintenance()")
+        assert conn.execute("SELECT count(*) FROM partman.part_config").fetchone() == (1,)
+        conn.execute("DROP EXTENSION pg_observe CASCADE")
+        after = _inventory(conn)
+        assert after - before == set()
+        assert conn.execute("SELECT count(*) FROM partman.part_config").fetchone() == (0,)
+        # pg_partman keeps working for its other tables
+        conn.execute("SELECT partman.run_maintenance()")
+
+
+def test_pg_partman_in_a_schema_of_its_own(scratch_db: str) -> None:
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA tools")
+        conn.execute("CREATE EXTENSION pg_partman SCHEMA tools")
+        conn.execute("CREATE EXTENSION pg_observe CASCADE")
+        assert conn.execute("SELECT monitoring._partman_schema()").fetchone() == ("tools",)
+        assert conn.execute(
+            "SELECT count(*) FROM tools.part_config WHERE parent_table = 'monitoring.tb_error_occurrence'"
+        ).fetchone() == (1,)
+        rows = conn.execute("SELECT parent_table FROM monitoring.run_maintenance()").fetchall()
+        assert rows == [("monitoring.tb_error_occurrence",)]
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+
+
+def test_create_extension_keeps_the_session_search_path(scratch_db: str) -> None:
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_observe CASCADE")
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
