@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-import psycopg
-
 import pg_observe
+import psycopg
 
 
 def parse_config(text: str) -> dict:

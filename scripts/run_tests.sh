@@ -99,7 +99,7 @@ PG_OBSERVE_TEST_HOST=$SOCK PG_OBSERVE_TEST_PORT=$PORT .venv/bin/pytest -q -p no:
 if [ $rc -ne 0 ]; then failed+=("pytest (exit $rc)"); summary+=("pytest: FAILED (exit $rc; 5 means no test ran)"); else summary+=("pytest: passed"); fi
 
 echo "== ruff"
-if .venv/bin/ruff check plpython python-client test scripts; then summary+=("ruff: clean"); else failed+=("ruff"); summary+=("ruff: FAILED"); fi
+if .venv/bin/ruff check plpython python-client test scripts examples; then summary+=("ruff: clean"); else failed+=("ruff"); summary+=("ruff: FAILED"); fi
 
 echo
 echo "== summary"

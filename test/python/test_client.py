@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import pg_observe
 import psycopg
 from psycopg_pool import ConnectionPool
-
-import pg_observe
 
 
 def _fail_deep(n: int) -> None:
