@@ -11,6 +11,7 @@ EXT_NAME    = pg_observe
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" extension/$(EXT_NAME).control)
 PIECES      = $(sort $(wildcard sql/[0-9]*.sql))
 PYBODIES    = $(wildcard plpython/*.py)
+INCLUDES    = $(wildcard sql/include/*.sql)
 # Released install scripts are kept as they shipped; upgrades are built from sql/updates/.
 RELEASES    = $(patsubst sql/releases/%,extension/%,$(wildcard sql/releases/$(EXT_NAME)--*.sql))
 UPDATES     = $(patsubst sql/updates/%,extension/%,$(wildcard sql/updates/$(EXT_NAME)--*--*.sql))
@@ -30,10 +31,10 @@ install:
 	@echo "PostgreSQL 15 server development files are missing: run 'make setup' first" >&2; exit 1
 endif
 
-$(INSTALL_SQL): $(PIECES) $(PYBODIES) scripts/build_sql.py extension/$(EXT_NAME).control
+$(INSTALL_SQL): $(PIECES) $(INCLUDES) $(PYBODIES) scripts/build_sql.py extension/$(EXT_NAME).control
 	python3 scripts/build_sql.py $@ $(PIECES)
 
-extension/$(EXT_NAME)--%.sql: sql/updates/$(EXT_NAME)--%.sql $(PIECES) $(PYBODIES) scripts/build_sql.py
+extension/$(EXT_NAME)--%.sql: sql/updates/$(EXT_NAME)--%.sql $(PIECES) $(INCLUDES) $(PYBODIES) scripts/build_sql.py
 	python3 scripts/build_sql.py $@ $<
 
 $(RELEASES): extension/%: sql/releases/%

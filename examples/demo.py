@@ -52,9 +52,9 @@ def main(dsn: str) -> None:
             " FROM monitoring.errors ORDER BY occurred_at DESC LIMIT 5"
         ):
             print("  %s  %-24s %-52s %s" % row)
-        print("\nPartitions (monitoring.run_maintenance()):")
+        print("\nMaintenance (monitoring.run_maintenance()):")
         for row in conn.execute("SELECT * FROM monitoring.run_maintenance()"):
-            print("  %s: %s rows moved from default, %s partitions" % row)
+            print("  %-22s %-34s %s" % row)
         jobs = conn.execute("SELECT jobname, schedule FROM cron.job WHERE jobname LIKE 'pg_observe%'").fetchall()
         print("\npg_cron jobs:", ", ".join(f"{name} ({schedule})" for name, schedule in jobs))
 

@@ -8,7 +8,7 @@ Each piece is copied in order. Two directives, each alone on a line, are expande
     -- @include sql/path.sql            the named piece, expanded recursively
     -- @plpython plpython/name.py       a PL/Python body wrapped into CREATE FUNCTION
 
-A plpython file starts with two header comments:
+A plpython file starts with two header comments (a trailing "# noqa: E501" is dropped):
 
     # pg_observe:function monitoring.name(arg type, ...) RETURNS type LANGUAGE plpython3u ...
     # pg_observe:entry main(arg, ...)
@@ -23,11 +23,15 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GUARD = '\\echo Use "CREATE EXTENSION pg_observe" to load this file. \\quit\n'
+_FUTURE = re.compile(r"^from __future__ import .*\n", re.MULTILINE)
+_NOQA = re.compile(r"\s*#\s*noqa.*$")
 DIRECTIVE = re.compile(r"^--\s*@(include|plpython)\s+(\S+)\s*$")
 
 
 def wrap_plpython(path: pathlib.Path) -> str:
-    text = path.read_text()
+    # A PL/Python body is the inside of a function: __future__ imports cannot stand there
+    # (the server's Python 3.11 needs none of them).
+    text = _FUTURE.sub("", path.read_text())
     head = re.search(r"^# pg_observe:function (.+)$", text, re.M)
     entry = re.search(r"^# pg_observe:entry (.+)$", text, re.M)
     if not head or not entry:
@@ -36,7 +40,7 @@ def wrap_plpython(path: pathlib.Path) -> str:
         raise SystemExit(f"{path}: must not contain the dollar quote $pyfn$")
     return (
         f"-- from {path.relative_to(ROOT)}\n"
-        f"CREATE FUNCTION {head.group(1).strip()}\nAS $pyfn$\n"
+        f"CREATE FUNCTION {_NOQA.sub('', head.group(1)).strip()}\nAS $pyfn$\n"
         f"{text.rstrip()}\n\nreturn {entry.group(1).strip()}\n$pyfn$;\n"
     )
 

@@ -6,115 +6,199 @@
 CREATE TABLE monitoring.tb_error_log (
     error_id             uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     error_fingerprint    text        NOT NULL,
-    fingerprint_version  smallint    NOT NULL DEFAULT 1,
+    fingerprint_version  smallint    NOT NULL DEFAULT 2,
+    fingerprint_method   text        NOT NULL DEFAULT 'message',
+    fingerprint_inputs   jsonb,
     error_type           text        NOT NULL,
     error_message        text        NOT NULL DEFAULT '',
+    title                text        NOT NULL DEFAULT '',
+    culprit              text,
     severity             text        NOT NULL DEFAULT 'error',
     occurrence_count     bigint      NOT NULL DEFAULT 0,
+    affected_users       bigint      NOT NULL DEFAULT 0,
     first_seen           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     last_seen            timestamptz NOT NULL DEFAULT pg_catalog.now(),
     environment          text,
+    environments         text[]      NOT NULL DEFAULT '{}',
+    services             text[]      NOT NULL DEFAULT '{}',
     release_version      text,
+    first_release        text,
     stack_trace          text,
     status               text        NOT NULL DEFAULT 'unresolved',
     resolved_at          timestamptz,
+    resolved_by          text,
+    resolved_in_release  text,
+    regressed_at         timestamptz,
+    ignored_until        timestamptz,
+    ignored_until_count  bigint,
     assignee             text,
     CONSTRAINT tb_error_log_fingerprint_key UNIQUE (error_fingerprint),
     CONSTRAINT tb_error_log_status_check CHECK (status IN ('unresolved', 'resolved', 'ignored')),
     CONSTRAINT tb_error_log_severity_check
         CHECK (severity IN ('debug', 'info', 'warning', 'error', 'fatal')),
-    CONSTRAINT tb_error_log_resolved_has_time CHECK ((status = 'resolved') = (resolved_at IS NOT NULL))
+    CONSTRAINT tb_error_log_method_check
+        CHECK (fingerprint_method IN ('explicit', 'rule', 'stack', 'message', 'fallback')),
+    CONSTRAINT tb_error_log_resolved_has_time CHECK ((status = 'resolved') = (resolved_at IS NOT NULL)),
+    CONSTRAINT tb_error_log_ignore_only_when_ignored
+        CHECK (status = 'ignored' OR (ignored_until IS NULL AND ignored_until_count IS NULL))
 );
 COMMENT ON TABLE monitoring.tb_error_log IS 'Error groups (issues): one row per fingerprint';
-COMMENT ON COLUMN monitoring.tb_error_log.error_fingerprint IS 'Grouping key computed by the capture trigger';
+COMMENT ON COLUMN monitoring.tb_error_log.error_fingerprint IS
+    'Grouping key: sha256 of fingerprint_inputs, or the client''s own single-part fingerprint as given';
 COMMENT ON COLUMN monitoring.tb_error_log.fingerprint_version IS
     'Version of the fingerprint algorithm that made this group, so the rules can change without silently splitting groups';
+COMMENT ON COLUMN monitoring.tb_error_log.fingerprint_inputs IS 'The components that were hashed into the fingerprint';
+COMMENT ON COLUMN monitoring.tb_error_log.occurrence_count IS
+    'Occurrences folded so far; monitoring.error_groups adds those still pending (concurrent writers)';
 COMMENT ON COLUMN monitoring.tb_error_log.status IS 'unresolved, resolved or ignored';
+COMMENT ON COLUMN monitoring.tb_error_log.resolved_in_release IS
+    'An occurrence from an older release does not reopen the group';
+COMMENT ON COLUMN monitoring.tb_error_log.ignored_until IS 'Ignored until this time (NULL with status ignored: forever, or by count)';
+COMMENT ON COLUMN monitoring.tb_error_log.ignored_until_count IS 'Ignored until occurrence_count reaches this';
 
 CREATE TABLE monitoring.tb_error_occurrence (
-    occurrence_id     uuid        NOT NULL DEFAULT gen_random_uuid(),
-    error_id          uuid        NOT NULL,
-    occurred_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    client_timestamp  timestamptz,
-    received_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    event_id          uuid,
-    exception_type    text        NOT NULL,
-    message           text        NOT NULL DEFAULT '',
-    stack_trace       text,
-    frames            jsonb,
-    context           jsonb,
-    tags              jsonb,
-    user_info         jsonb,
-    request           jsonb,
-    environment       text        NOT NULL DEFAULT 'production',
-    release_version   text,
-    service           text,
-    level             text        NOT NULL DEFAULT 'error',
-    trace_id          text,
-    span_id           text,
-    CONSTRAINT tb_error_occurrence_pkey PRIMARY KEY (occurrence_id, occurred_at)
+    occurrence_id       uuid        NOT NULL DEFAULT gen_random_uuid(),
+    error_id            uuid,
+    occurred_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    client_timestamp    timestamptz,
+    received_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    event_id            uuid,
+    exception_type      text        NOT NULL DEFAULT 'Error',
+    message             text        NOT NULL DEFAULT '',
+    stack_trace         text,
+    frames              jsonb,
+    exception_chain     jsonb,
+    client_fingerprint  text[],
+    context             jsonb,
+    tags                jsonb,
+    user_info           jsonb,
+    request             jsonb,
+    environment         text        NOT NULL DEFAULT 'production',
+    release_version     text,
+    service             text,
+    server_name         text,
+    transaction_name    text,
+    logger              text,
+    level               text        NOT NULL DEFAULT 'error',
+    trace_id            text,
+    span_id             text,
+    CONSTRAINT tb_error_occurrence_pkey PRIMARY KEY (occurrence_id, occurred_at),
+    CONSTRAINT tb_error_occurrence_level_check CHECK (level IN ('debug', 'info', 'warning', 'error', 'fatal'))
 ) PARTITION BY RANGE (occurred_at);
 COMMENT ON TABLE monitoring.tb_error_occurrence IS
-    'Error occurrences: one row per captured event, partitioned monthly by occurred_at (pg_partman)';
+    'Error occurrences: one row per captured event, partitioned monthly by occurred_at (pg_partman); INSERT here is a capture';
 COMMENT ON COLUMN monitoring.tb_error_occurrence.error_id IS 'Group (tb_error_log) of this occurrence, set by the capture trigger';
 COMMENT ON COLUMN monitoring.tb_error_occurrence.occurred_at IS
     'When it happened: the client''s time, unless that was implausible (then the time received)';
 COMMENT ON COLUMN monitoring.tb_error_occurrence.client_timestamp IS 'The client''s own timestamp, as sent';
 COMMENT ON COLUMN monitoring.tb_error_occurrence.received_at IS 'When the database stored it';
+COMMENT ON COLUMN monitoring.tb_error_occurrence.event_id IS 'The client''s event id: an event id already stored is not stored again';
+COMMENT ON COLUMN monitoring.tb_error_occurrence.frames IS 'Structured frames of the main exception, innermost last (parsed from stack_trace when not given)';
+COMMENT ON COLUMN monitoring.tb_error_occurrence.exception_chain IS 'Chained exceptions (causes), Sentry order: the raised one last';
+COMMENT ON COLUMN monitoring.tb_error_occurrence.client_fingerprint IS 'Fingerprint parts sent by the client ({{ default }} allowed)';
 
 CREATE INDEX tb_error_occurrence_error_id_idx ON monitoring.tb_error_occurrence (error_id, occurred_at DESC);
+CREATE INDEX tb_error_occurrence_occurred_at_idx ON monitoring.tb_error_occurrence (occurred_at DESC);
 CREATE INDEX tb_error_occurrence_trace_id_idx ON monitoring.tb_error_occurrence (trace_id)
     WHERE trace_id IS NOT NULL;
 
--- Normalises a message so that ids and numbers do not split a group.
-CREATE FUNCTION monitoring._normalize_message(p_message text)
-    RETURNS text
-    LANGUAGE sql
-    IMMUTABLE
-    PARALLEL SAFE
-    SET search_path = ''
-AS $$
-    SELECT pg_catalog.regexp_replace(
-        pg_catalog.regexp_replace(
-            pg_catalog.left(COALESCE(p_message, ''), 1000),
-            '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '<uuid>', 'g'),
-        '\d+(\.\d+)?', '<num>', 'g')
-$$;
-COMMENT ON FUNCTION monitoring._normalize_message(text) IS 'Message with UUIDs and numbers replaced by placeholders';
+-- Counters of concurrent captures waiting to be folded into tb_error_log (see the trigger).
+CREATE TABLE monitoring.error_group_pending (
+    error_id     uuid        NOT NULL REFERENCES monitoring.tb_error_log ON DELETE CASCADE,
+    occurrences  bigint      NOT NULL,
+    new_users    bigint      NOT NULL DEFAULT 0,
+    first_seen   timestamptz NOT NULL,
+    last_seen    timestamptz NOT NULL,
+    environment  text,
+    environments text[]      NOT NULL DEFAULT '{}',
+    services     text[]      NOT NULL DEFAULT '{}',
+    release_version text
+);
+CREATE INDEX error_group_pending_error_id_idx ON monitoring.error_group_pending (error_id);
+COMMENT ON TABLE monitoring.error_group_pending IS
+    'Counter deltas written when another transaction holds a group''s row; folded by the next capture or run_maintenance()';
 
--- Before each occurrence row: find or create its group, and count it.
-CREATE FUNCTION monitoring._error_occurrence_group()
-    RETURNS trigger
-    LANGUAGE plpgsql
-    VOLATILE
-    SECURITY DEFINER
-    SET search_path = ''
-AS $$
-DECLARE
-    fingerprint text := pg_catalog.md5(NEW.exception_type OPERATOR(pg_catalog.||) pg_catalog.chr(10)
-                        OPERATOR(pg_catalog.||) monitoring._normalize_message(NEW.message));
-BEGIN
-    INSERT INTO monitoring.tb_error_log AS g
-        (error_fingerprint, error_type, error_message, severity, occurrence_count, first_seen, last_seen,
-         environment, release_version, stack_trace)
-    VALUES (fingerprint, NEW.exception_type, NEW.message, NEW.level, 1, NEW.occurred_at, NEW.occurred_at,
-            NEW.environment, NEW.release_version, NEW.stack_trace)
-    ON CONFLICT (error_fingerprint) DO UPDATE
-        SET occurrence_count = g.occurrence_count OPERATOR(pg_catalog.+) 1,
-            last_seen = GREATEST(g.last_seen, excluded.last_seen),
-            first_seen = LEAST(g.first_seen, excluded.first_seen),
-            environment = excluded.environment,
-            release_version = COALESCE(excluded.release_version, g.release_version)
-    RETURNING g.error_id INTO NEW.error_id;
-    RETURN NEW;
-END
-$$;
-COMMENT ON FUNCTION monitoring._error_occurrence_group() IS
-    'Trigger: fingerprints an occurrence, upserts its group in tb_error_log and links the row to it';
+CREATE TABLE monitoring.error_group_user (
+    error_id    uuid        NOT NULL REFERENCES monitoring.tb_error_log ON DELETE CASCADE,
+    user_key    text        NOT NULL,
+    first_seen  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (error_id, user_key)
+);
+COMMENT ON TABLE monitoring.error_group_user IS 'Distinct users per group (user id, e-mail, ip or context.user_id), for affected_users';
 
-CREATE TRIGGER error_occurrence_group
+CREATE TABLE monitoring.error_activity (
+    activity_id  bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    error_id     uuid        NOT NULL REFERENCES monitoring.tb_error_log ON DELETE CASCADE,
+    action       text        NOT NULL,
+    actor        text,
+    details      jsonb       NOT NULL DEFAULT '{}',
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT error_activity_action_check CHECK (action IN
+        ('first_seen', 'resolve', 'unresolve', 'ignore', 'unignore', 'assign', 'unassign', 'regression'))
+);
+CREATE INDEX error_activity_error_id_idx ON monitoring.error_activity (error_id, created_at DESC);
+COMMENT ON TABLE monitoring.error_activity IS 'Who changed an issue''s state, when and how (resolve, ignore, assign, regression, ...)';
+
+CREATE TABLE monitoring.error_fingerprint_rule (
+    rule_id            integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    position           integer     NOT NULL DEFAULT 100,
+    match_type         text,
+    match_message      text,
+    match_module       text,
+    match_function     text,
+    match_path         text,
+    match_environment  text,
+    match_tags         jsonb,
+    fingerprint        text[],
+    title              text,
+    enabled            boolean     NOT NULL DEFAULT true,
+    created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT error_fingerprint_rule_has_outcome CHECK (fingerprint IS NOT NULL OR title IS NOT NULL),
+    CONSTRAINT error_fingerprint_rule_tags_object CHECK (match_tags IS NULL OR jsonb_typeof(match_tags) = 'object')
+);
+COMMENT ON TABLE monitoring.error_fingerprint_rule IS
+    'Server-side grouping rules: glob patterns on type, message, module, function, path, environment, tags -> a fingerprint or a group title; lowest position first';
+
+CREATE TABLE monitoring.error_scrub_key (
+    key_word  text    PRIMARY KEY,
+    builtin   boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE monitoring.error_scrub_key IS
+    'Values under keys containing these words (case and - _ ignored) are stored as [Filtered]';
+INSERT INTO monitoring.error_scrub_key (key_word, builtin)
+SELECT w, true FROM pg_catalog.unnest(ARRAY['password', 'passwd', 'pwd', 'secret', 'token', 'authorization',
+    'cookie', 'api_key', 'apikey', 'credentials', 'private_key', 'session', 'credit_card', 'card_number', 'cvv',
+    'ssn']) AS w;
+
+-- Event ids seen recently, so that a retried send is stored once (kept 30 days).
+CREATE TABLE monitoring.error_event_seen (
+    event_id  uuid        PRIMARY KEY,
+    seen_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE monitoring.error_event_seen IS 'Event ids stored in the last 30 days, to drop duplicates';
+
+-- User data and configuration survive pg_dump (partitions of tb_error_occurrence are not
+-- extension members, so pg_dump keeps them anyway).
+SELECT pg_catalog.pg_extension_config_dump('monitoring.tb_error_log', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_group_pending', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_group_user', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_activity', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_fingerprint_rule', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_scrub_key', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_event_seen', '');
+
+-- @include sql/include/errors_functions.sql
+-- @include sql/include/errors_workflow.sql
+-- @include sql/include/errors_partitions.sql
+
+CREATE TRIGGER error_occurrence_prepare
     BEFORE INSERT ON monitoring.tb_error_occurrence
-    FOR EACH ROW EXECUTE FUNCTION monitoring._error_occurrence_group();
+    FOR EACH ROW EXECUTE FUNCTION monitoring._error_occurrence_prepare();
+
+CREATE TRIGGER error_occurrence_count
+    AFTER INSERT ON monitoring.tb_error_occurrence
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION monitoring._error_occurrence_count();
 
 SELECT monitoring._create_time_series(
     p_parent_table => 'monitoring.tb_error_occurrence',
@@ -124,70 +208,6 @@ SELECT monitoring._create_time_series(
     p_premake => 4,
     p_original_time_column => 'client_timestamp');
 
--- Captures one event given as JSON (the client's write call). Returns the occurrence id.
-CREATE FUNCTION monitoring.capture_error(p_event jsonb)
-    RETURNS uuid
-    LANGUAGE plpgsql
-    VOLATILE
-    SECURITY DEFINER
-    SET search_path = ''
-AS $$
-DECLARE
-    occurrence uuid := gen_random_uuid();
-    client_time timestamptz;
-BEGIN
-    IF p_event IS NULL OR pg_catalog.jsonb_typeof(p_event) OPERATOR(pg_catalog.<>) 'object' THEN
-        RAISE EXCEPTION 'capture_error expects a JSON object, got %', COALESCE(pg_catalog.jsonb_typeof(p_event), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    BEGIN
-        client_time := (p_event OPERATOR(pg_catalog.->>) 'timestamp')::timestamptz;
-    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
-        client_time := NULL;
-    END;
-    INSERT INTO monitoring.tb_error_occurrence
-        (occurrence_id, occurred_at, client_timestamp, exception_type, message, stack_trace, frames, context,
-         environment, release_version, service, level, trace_id, span_id)
-    VALUES (occurrence,
-            COALESCE(client_time, pg_catalog.now()),
-            client_time,
-            COALESCE(NULLIF(p_event OPERATOR(pg_catalog.->>) 'exception_type', ''), 'Error'),
-            COALESCE(p_event OPERATOR(pg_catalog.->>) 'message', ''),
-            p_event OPERATOR(pg_catalog.->>) 'stack_trace',
-            p_event OPERATOR(pg_catalog.->) 'frames',
-            p_event OPERATOR(pg_catalog.->) 'context',
-            COALESCE(p_event OPERATOR(pg_catalog.->>) 'environment', 'production'),
-            p_event OPERATOR(pg_catalog.->>) 'release',
-            p_event OPERATOR(pg_catalog.->>) 'service',
-            COALESCE(p_event OPERATOR(pg_catalog.->>) 'level', 'error'),
-            p_event OPERATOR(pg_catalog.->>) 'trace_id',
-            p_event OPERATOR(pg_catalog.->>) 'span_id');
-    RETURN occurrence;
-END
-$$;
-COMMENT ON FUNCTION monitoring.capture_error(jsonb) IS
-    'Stores one error event given as a JSON object (exception_type, message, stack_trace, frames, context, environment, release, service, level, trace_id, span_id, timestamp)';
-
--- The seeds' one-row-per-occurrence view.
-CREATE VIEW monitoring.errors AS
-SELECT o.occurrence_id AS id,
-       g.error_fingerprint AS fingerprint,
-       o.exception_type,
-       o.message,
-       o.stack_trace,
-       o.context,
-       o.environment,
-       o.trace_id,
-       o.span_id,
-       o.occurred_at,
-       g.resolved_at,
-       g.status = 'ignored' AS ignored,
-       g.assignee,
-       o.error_id,
-       o.release_version,
-       o.service,
-       o.level
-FROM monitoring.tb_error_occurrence o
-JOIN monitoring.tb_error_log g ON g.error_id = o.error_id;
-COMMENT ON VIEW monitoring.errors IS
-    'One row per error occurrence with its group''s fingerprint and workflow state (the seeds'' monitoring.errors)';
+INSERT INTO monitoring.maintenance_task (task_name, function_name, run_order) VALUES
+    ('fold_error_counters', 'monitoring._fold_all_error_counters', 10),
+    ('expire_error_event_ids', 'monitoring._expire_error_event_ids', 20);

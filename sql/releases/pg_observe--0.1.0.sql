@@ -319,8 +319,19 @@ COMMENT ON FUNCTION monitoring.set_retention(regclass, interval) IS
 -- Maintenance: one function does all periodic work, so that pg_cron (one schedule) and an
 -- installation without pg_cron (call it from any scheduler) run exactly the same code.
 
+-- Periodic work of the other capabilities (folding counters, expiring cache entries, ...):
+-- each registers a function here instead of changing run_maintenance().
+CREATE TABLE monitoring.maintenance_task (
+    task_name      text    PRIMARY KEY,
+    function_name  text    NOT NULL,
+    run_order      integer NOT NULL DEFAULT 100,
+    CONSTRAINT maintenance_task_function_qualified CHECK (function_name ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$')
+);
+COMMENT ON TABLE monitoring.maintenance_task IS
+    'Functions (no arguments, returning text) that run_maintenance() calls after partition maintenance';
+
 CREATE FUNCTION monitoring._run_maintenance(p_caller_search_path text)
-    RETURNS TABLE (parent_table text, rows_moved_from_default bigint, partitions integer)
+    RETURNS TABLE (task text, target text, result text)
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
@@ -328,10 +339,12 @@ CREATE FUNCTION monitoring._run_maintenance(p_caller_search_path text)
 AS $$
 DECLARE
     cfg monitoring.time_series_config;
+    job monitoring.maintenance_task;
     partman name := monitoring._partman_schema();
     moved bigint;
     batch bigint;
     default_has_rows boolean;
+    partition_count integer;
 BEGIN
     -- Two overlapping runs (pg_cron and a manual call) would only wait on each other.
     IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('pg_observe.run_maintenance')) THEN
@@ -360,7 +373,7 @@ BEGIN
                       (SELECT pg_catalog.array_agg(a.attname::text) FROM pg_catalog.pg_attribute a
                        WHERE a.attrelid OPERATOR(pg_catalog.=) cfg.parent_table::regclass
                          AND a.attgenerated OPERATOR(pg_catalog.<>) '' AND NOT a.attisdropped);
-                EXIT WHEN batch OPERATOR(pg_catalog.=) 0;
+            EXIT WHEN batch OPERATOR(pg_catalog.=) 0;
             moved := moved OPERATOR(pg_catalog.+) batch;
         END LOOP;
 
@@ -369,10 +382,18 @@ BEGIN
             'SELECT %I.run_maintenance(p_parent_table => $1, p_analyze => false, p_jobmon => false)', partman)
             USING cfg.parent_table;
 
-        parent_table := cfg.parent_table;
-        rows_moved_from_default := moved;
-        SELECT pg_catalog.count(*)::integer INTO partitions FROM pg_catalog.pg_inherits i
+        SELECT pg_catalog.count(*)::integer INTO partition_count FROM pg_catalog.pg_inherits i
         WHERE i.inhparent OPERATOR(pg_catalog.=) cfg.parent_table::regclass;
+        task := 'partitions';
+        target := cfg.parent_table;
+        result := pg_catalog.format('%s partitions, %s rows moved out of the default', partition_count, moved);
+        RETURN NEXT;
+    END LOOP;
+
+    FOR job IN SELECT * FROM monitoring.maintenance_task t ORDER BY t.run_order, t.task_name LOOP
+        task := job.task_name;
+        target := job.function_name;
+        EXECUTE pg_catalog.format('SELECT %s()', job.function_name) INTO result;
         RETURN NEXT;
     END LOOP;
 END
@@ -381,14 +402,14 @@ COMMENT ON FUNCTION monitoring._run_maintenance(text) IS 'Body of run_maintenanc
 
 -- Deliberately without SET search_path: it reads the caller's (see _sync_partman).
 CREATE FUNCTION monitoring.run_maintenance()
-    RETURNS TABLE (parent_table text, rows_moved_from_default bigint, partitions integer)
+    RETURNS TABLE (task text, target text, result text)
     LANGUAGE sql
     VOLATILE
 AS $$
     SELECT * FROM monitoring._run_maintenance(pg_catalog.current_setting('search_path'))
 $$;
 COMMENT ON FUNCTION monitoring.run_maintenance() IS
-    'All periodic work of pg_observe: premake and expire partitions, empty default partitions; what the pg_cron job runs';
+    'All periodic work of pg_observe: premake and expire partitions, empty default partitions, then every maintenance_task; what the pg_cron job runs';
 
 -- The jobs pg_observe needs, as one list, so that scheduling and cleanup agree.
 CREATE FUNCTION monitoring._maintenance_jobs()

@@ -13,6 +13,7 @@ DSN = os.environ.get("PG_OBSERVE_BENCH_DSN", "")
 
 def report(name: str, value: float, unit: str, baseline: float, **extra: object) -> None:
     """One figure: a ratio against a baseline measured in the same run."""
+    value, baseline = float(value), float(baseline)
     figure = {"name": name, "value": round(value, 6), "unit": unit, "baseline": round(baseline, 6),
               "ratio": round(value / baseline, 3) if baseline else None}
     figure.update(extra)

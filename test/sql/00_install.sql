@@ -14,32 +14,35 @@ SELECT is_member_of('observe_reader', 'observe_admin');
 SELECT is_member_of('pg_monitor', 'observe_reader');
 
 SELECT is(
-    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
      WHERE p.pronamespace = 'monitoring'::regnamespace
        AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')),
     -- These pass the caller's search_path to pg_partman, which restores it session-wide.
     ARRAY['monitoring._create_time_series(regclass,text,interval,interval,integer,text)',
+          'monitoring.create_error_occurrence_partition(date)',
+          'monitoring.drop_old_error_occurrence_partitions(integer)',
+          'monitoring.ensure_error_occurrence_partitions(integer)',
           'monitoring.run_maintenance()', 'monitoring.set_retention(regclass,interval)'],
     'every function sets its search_path, but for those that hand the caller''s to pg_partman');
 
 SELECT is(
-    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
      WHERE p.pronamespace = 'monitoring'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL),
     NULL, 'every function has a COMMENT');
 
 SELECT is(
-    (SELECT array_agg(c.oid::regclass::text ORDER BY 1) FROM pg_class c
+    (SELECT array_agg(c.oid::regclass::text ORDER BY c.oid::regclass::text) FROM pg_class c
      WHERE c.relnamespace = 'monitoring'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
        AND NOT c.relispartition AND obj_description(c.oid, 'pg_class') IS NULL),
     NULL, 'every table and view has a COMMENT');
 
 SELECT is(
-    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
      WHERE p.pronamespace = 'monitoring'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE')),
     NULL, 'no function is executable by PUBLIC');
 
 SELECT is(
-    (SELECT array_agg(c.oid::regclass::text ORDER BY 1) FROM pg_class c
+    (SELECT array_agg(c.oid::regclass::text ORDER BY c.oid::regclass::text) FROM pg_class c
      WHERE c.relnamespace = 'monitoring'::regnamespace
        AND has_table_privilege('public', c.oid, 'SELECT,INSERT,UPDATE,DELETE')),
     NULL, 'no table is readable or writable by PUBLIC');
