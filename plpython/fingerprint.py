@@ -295,27 +295,33 @@ def _flag(value):
 
 
 def _frame(value):
-    """A frame dict with exactly FRAME_KEYS, from whatever the client sent; None if not an object."""
+    """A frame dict with exactly FRAME_KEYS, from whatever the client sent; None if not an object.
+    (The hot path: clean strings, ints and booleans are taken as they are, without calls.)"""
     if type(value) is not dict:
         return None
     get = value.get
-    frame = {}
-    for key in ("filename", "abs_path", "module", "function"):
-        text = get(key)
-        if text is not None and (type(text) is not str or len(text) > MAX_FIELD or "\x00" in text):
-            text = _text(text, MAX_FIELD)
-        frame[key] = text
-    lineno = get("lineno")
+    filename, abs_path, module, function = get("filename"), get("abs_path"), get("module"), get("function")
+    lineno, in_app, context_line = get("lineno"), get("in_app"), get("context_line")
+    if filename is not None and (type(filename) is not str or len(filename) > MAX_FIELD or "\x00" in filename):
+        filename = _text(filename, MAX_FIELD)
+    if abs_path is not None and (type(abs_path) is not str or len(abs_path) > MAX_FIELD or "\x00" in abs_path):
+        abs_path = _text(abs_path, MAX_FIELD)
+    if module is not None and (type(module) is not str or len(module) > MAX_FIELD or "\x00" in module):
+        module = _text(module, MAX_FIELD)
+    if function is not None and (type(function) is not str or len(function) > MAX_FIELD or "\x00" in function):
+        function = _text(function, MAX_FIELD)
+    if context_line is not None and (
+        type(context_line) is not str or len(context_line) > MAX_FIELD or "\x00" in context_line
+    ):
+        context_line = _text(context_line, MAX_FIELD)
     if lineno is not None and not (type(lineno) is int and 0 <= lineno <= MAX_LINENO):
         lineno = _lineno(lineno)
-    frame["lineno"] = lineno
-    in_app = get("in_app")
-    frame["in_app"] = in_app if in_app is None or in_app is True or in_app is False else _flag(in_app)
-    text = get("context_line")
-    if text is not None and (type(text) is not str or len(text) > MAX_FIELD or "\x00" in text):
-        text = _text(text, MAX_FIELD)
-    frame["context_line"] = text
-    return frame
+    if not (in_app is None or in_app is True or in_app is False):
+        in_app = _flag(in_app)
+    return {
+        "filename": filename, "abs_path": abs_path, "module": module, "function": function,
+        "lineno": lineno, "in_app": in_app, "context_line": context_line,
+    }
 
 
 def _frames_of(value):
@@ -856,7 +862,7 @@ def _norm_file(path):
             if cut > 0:
                 base = base[:cut]
         base = _basename(base.rstrip("/\\")) or base
-        if len(base) >= 10:
+        if len(base) >= 10 and base.count(".") + base.count("-") >= 2:
             base = _BUNDLE_HASH.sub("", base)
         if len(_file_cache) > _CACHE_LIMIT:
             _file_cache.clear()

@@ -210,6 +210,7 @@ CREATE FUNCTION monitoring._error_occurrence_prepare()
 AS $$
 DECLARE
     scrub_keys text[];
+    scrub_pattern text;
     scrubbed jsonb;
     fp jsonb;
     fingerprint text;
@@ -233,11 +234,17 @@ BEGIN
         NEW.client_fingerprint := NEW.client_fingerprint[1:100];
     END IF;
 
-    -- One PL/Python call scrubs every free-form field together.
-    SELECT pg_catalog.array_agg(k.key_word) INTO scrub_keys FROM monitoring.error_scrub_key k;
-    scrubbed := monitoring._scrub(pg_catalog.jsonb_build_object(
+    -- One PL/Python call scrubs every free-form field together, and only when the text holds
+    -- a key word or a long run of digits at all (a cheap test in C that most events fail).
+    SELECT pg_catalog.array_agg(k.key_word), pg_catalog.string_agg(pg_catalog.regexp_replace(pg_catalog.lower(k.key_word), '[-_\s]', '', 'g'), '|')
+    INTO scrub_keys, scrub_pattern FROM monitoring.error_scrub_key k;
+    scrubbed := pg_catalog.jsonb_build_object(
         'message', NEW.message, 'context', NEW.context, 'tags', NEW.tags, 'user', NEW.user_info,
-        'request', NEW.request, 'stack_trace', NEW.stack_trace)::text, scrub_keys)::jsonb;
+        'request', NEW.request, 'stack_trace', NEW.stack_trace);
+    IF pg_catalog.regexp_replace(pg_catalog.lower(scrubbed::text), '[-_\s]', '', 'g') OPERATOR(pg_catalog.~) scrub_pattern
+       OR scrubbed::text OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}' THEN
+        scrubbed := monitoring._scrub(scrubbed::text, scrub_keys)::jsonb;
+    END IF;
     IF pg_catalog.jsonb_typeof(scrubbed) OPERATOR(pg_catalog.<>) 'object' THEN
         -- One field could not be read whole (absurd nesting): scrub each on its own.
         scrubbed := pg_catalog.jsonb_build_object(
@@ -258,7 +265,8 @@ BEGIN
     fp := (monitoring._fingerprint_events(
                pg_catalog.jsonb_build_array(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                    'exception_type', NEW.exception_type, 'message', NEW.message,
-                   'stack_trace', NEW.stack_trace, 'frames', NEW.frames,
+                   -- the raw text is parsed only when no structured frames came with the event
+                   'stack_trace', CASE WHEN NEW.frames IS NULL THEN NEW.stack_trace END, 'frames', NEW.frames,
                    'exception', CASE WHEN NEW.exception_chain IS NOT NULL
                                      THEN pg_catalog.jsonb_build_object('values', NEW.exception_chain) END,
                    'fingerprint', pg_catalog.to_jsonb(NEW.client_fingerprint),
@@ -490,8 +498,9 @@ BEGIN
             COALESCE(pg_catalog.jsonb_typeof(p_events), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- LATERAL: "(f(e)).*" would call the function once per column.
     INSERT INTO monitoring.tb_error_occurrence
-    SELECT (monitoring._event_to_occurrence(e)).* FROM pg_catalog.jsonb_array_elements(p_events) e;
+    SELECT r.* FROM pg_catalog.jsonb_array_elements(p_events) e, LATERAL monitoring._event_to_occurrence(e) r;
     GET DIAGNOSTICS stored = ROW_COUNT;
     RETURN stored;
 END
