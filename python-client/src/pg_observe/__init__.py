@@ -1,7 +1,37 @@
-"""pg_observe: the thin Python client of the pg_observe PostgreSQL extension."""
+"""pg_observe: the thin Python client of the pg_observe PostgreSQL extension.
 
-from pg_observe.errors import ErrorTracker, init_error_tracker
-from pg_observe.events import event_from_exception
+Error tracking (:func:`init_error_tracker`, :func:`init_async_error_tracker`), a logging
+handler (:class:`ErrorTrackingHandler`), an ASGI middleware (:mod:`pg_observe.asgi`) and a
+sentry-sdk transport (:mod:`pg_observe.sentry`, needs the ``sentry`` extra). Every grouping,
+fingerprinting and scrubbing rule runs in the database; the client builds events and calls
+stored functions.
+"""
 
-__all__ = ["ErrorTracker", "event_from_exception", "init_error_tracker"]
+from pg_observe._sender import TrackerStats
+from pg_observe.errors import (
+    AsyncErrorTracker,
+    ErrorGroup,
+    ErrorGroupNotFound,
+    ErrorTracker,
+    EventId,
+    init_async_error_tracker,
+    init_error_tracker,
+)
+from pg_observe.events import build_event, event_from_exception, event_from_message
+from pg_observe.logging_handler import ErrorTrackingHandler
+
+__all__ = [
+    "AsyncErrorTracker",
+    "ErrorGroup",
+    "ErrorGroupNotFound",
+    "ErrorTracker",
+    "ErrorTrackingHandler",
+    "EventId",
+    "TrackerStats",
+    "build_event",
+    "event_from_exception",
+    "event_from_message",
+    "init_async_error_tracker",
+    "init_error_tracker",
+]
 __version__ = "0.2.0"
