@@ -1,17 +1,22 @@
 -- Functions of error tracking (included by sql/100_errors.sql).
 
+-- The helpers on the capture path are PL/pgSQL, not SQL: a SQL function with a SET clause is
+-- never inlined and is planned again at every call; PL/pgSQL keeps its plans per session.
+
 -- Limits: what is longer is cut, with a marker saying how much was cut.
 CREATE FUNCTION monitoring._truncate(p_text text, p_max integer)
     RETURNS text
-    LANGUAGE sql
+    LANGUAGE plpgsql
     IMMUTABLE
     PARALLEL SAFE
     SET search_path = ''
 AS $$
-    SELECT CASE WHEN pg_catalog.length(p_text) OPERATOR(pg_catalog.<=) p_max THEN p_text
+BEGIN
+    RETURN (SELECT CASE WHEN pg_catalog.length(p_text) OPERATOR(pg_catalog.<=) p_max THEN p_text
                 ELSE pg_catalog.left(p_text, p_max) OPERATOR(pg_catalog.||)
                      pg_catalog.format('…[truncated %s characters]', pg_catalog.length(p_text) OPERATOR(pg_catalog.-) p_max)
-           END
+           END);
+END
 $$;
 COMMENT ON FUNCTION monitoring._truncate(text, integer) IS 'Cuts text to a maximum length with a marker naming what was cut';
 
@@ -146,14 +151,16 @@ COMMENT ON FUNCTION monitoring._event_to_occurrence(jsonb) IS
 -- The key under which a user counts as affected.
 CREATE FUNCTION monitoring._user_key(p_user jsonb, p_context jsonb)
     RETURNS text
-    LANGUAGE sql
+    LANGUAGE plpgsql
     IMMUTABLE
     PARALLEL SAFE
     SET search_path = ''
 AS $$
-    SELECT COALESCE(p_user OPERATOR(pg_catalog.->>) 'id', p_user OPERATOR(pg_catalog.->>) 'email',
+BEGIN
+    RETURN (SELECT COALESCE(p_user OPERATOR(pg_catalog.->>) 'id', p_user OPERATOR(pg_catalog.->>) 'email',
                     p_user OPERATOR(pg_catalog.->>) 'username', p_user OPERATOR(pg_catalog.->>) 'ip_address',
-                    p_context OPERATOR(pg_catalog.->>) 'user_id')
+                    p_context OPERATOR(pg_catalog.->>) 'user_id'));
+END
 $$;
 COMMENT ON FUNCTION monitoring._user_key(jsonb, jsonb) IS 'User id, e-mail, name or ip of an event (or context.user_id)';
 
@@ -184,17 +191,19 @@ COMMENT ON FUNCTION monitoring._fingerprint_events(text, text) IS
 
 CREATE FUNCTION monitoring._fingerprint_rules()
     RETURNS text
-    LANGUAGE sql
+    LANGUAGE plpgsql
     STABLE
     SET search_path = ''
 AS $$
-    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+BEGIN
+    RETURN (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                'type', r.match_type, 'message', r.match_message, 'module', r.match_module,
                'function', r.match_function, 'path', r.match_path, 'environment', r.match_environment,
                'tags', r.match_tags, 'fingerprint', pg_catalog.to_jsonb(r.fingerprint), 'title', r.title))
                ORDER BY r.position, r.rule_id), '[]')::text
     FROM monitoring.error_fingerprint_rule r
-    WHERE r.enabled
+    WHERE r.enabled);
+END
 $$;
 COMMENT ON FUNCTION monitoring._fingerprint_rules() IS 'Enabled fingerprint rules as the JSON the fingerprint function reads';
 
@@ -342,10 +351,13 @@ COMMENT ON FUNCTION monitoring._error_occurrence_prepare() IS
 -- holds the groups' rows (FOR UPDATE), so no other transaction folds them at the same time.
 CREATE FUNCTION monitoring._fold_error_counters(p_error_ids uuid[])
     RETURNS integer
-    LANGUAGE sql
+    LANGUAGE plpgsql
     VOLATILE
     SET search_path = ''
 AS $$
+DECLARE
+    folded_groups integer;
+BEGIN
     WITH taken AS (
         DELETE FROM monitoring.error_group_pending p
         WHERE p.error_id OPERATOR(pg_catalog.=) ANY (p_error_ids)
@@ -379,7 +391,9 @@ AS $$
         WHERE g.error_id OPERATOR(pg_catalog.=) s.error_id
         RETURNING 1
     )
-    SELECT pg_catalog.count(*)::integer FROM folded
+    SELECT pg_catalog.count(*)::integer INTO folded_groups FROM folded;
+    RETURN folded_groups;
+END
 $$;
 COMMENT ON FUNCTION monitoring._fold_error_counters(uuid[]) IS 'Adds the pending counter deltas of these groups to tb_error_log';
 

@@ -1,7 +1,7 @@
 -- Bad input: a clear error, or a documented repair; never a lost event, never a broken
 -- partition maintenance.
 BEGIN;
-SELECT plan(20);
+SELECT plan(21);
 
 SELECT throws_ok($$SELECT monitoring.capture_error('[1, 2]')$$, '22023',
                  'an error event must be a JSON object, got array', 'an array is rejected clearly');
@@ -10,6 +10,8 @@ SELECT throws_ok($$SELECT monitoring.capture_error(NULL)$$, '22023',
 SELECT throws_ok($$SELECT monitoring.capture_error('{not json')$$, '22P02', NULL, 'invalid JSON is an error of the cast');
 SELECT throws_ok($$SELECT monitoring.capture_error(E'{"message": "nul \\u0000 byte"}')$$, '22P05', NULL,
                  'a NUL byte is refused by PostgreSQL (the client replaces it before sending)');
+SELECT throws_ok($$SELECT monitoring.capture_error(convert_from('\x7b226d657373616765223a2022ff227d'::bytea, 'UTF8')::jsonb)$$,
+                 '22021', NULL, 'invalid UTF-8 is refused by PostgreSQL before it reaches the table');
 SELECT throws_ok($$SELECT monitoring.capture_errors('{"a": 1}')$$, '22023',
                  'capture_errors expects a JSON array of events, got object', 'a batch must be an array');
 SELECT throws_ok($$SELECT monitoring.capture_errors('[1]')$$, '22023', NULL, 'a batch of non-objects is rejected whole');
