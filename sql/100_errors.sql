@@ -159,10 +159,28 @@ CREATE TABLE monitoring.error_fingerprint_rule (
 COMMENT ON TABLE monitoring.error_fingerprint_rule IS
     'Server-side grouping rules: glob patterns on type, message, module, function, path, environment, tags -> a fingerprint or a group title; lowest position first';
 
+-- A case-insensitive regular expression that finds the word in JSON text with separators (or
+-- JSON-escaped whitespace) between its letters: the capture trigger's cheap test for "could
+-- the scrubber have anything to do here".
+CREATE FUNCTION monitoring._scrub_word_pattern(p_word text)
+    RETURNS text
+    LANGUAGE sql
+    IMMUTABLE
+    PARALLEL SAFE
+    SET search_path = ''
+AS $$
+    SELECT pg_catalog.string_agg(pg_catalog.regexp_replace(c, '([^a-z0-9])', '\\\1'), '(?:[-_\s]|\\[tnr])*')
+    FROM pg_catalog.regexp_split_to_table(pg_catalog.regexp_replace(pg_catalog.lower(p_word), '[-_\s]', '', 'g'), '') c
+$$;
+COMMENT ON FUNCTION monitoring._scrub_word_pattern(text) IS 'Regular expression finding a scrub word in JSON text, separators allowed';
+
 CREATE TABLE monitoring.error_scrub_key (
-    key_word  text    PRIMARY KEY,
-    builtin   boolean NOT NULL DEFAULT false
+    key_word     text    PRIMARY KEY,
+    builtin      boolean NOT NULL DEFAULT false,
+    key_pattern  text    GENERATED ALWAYS AS (monitoring._scrub_word_pattern(key_word)) STORED,
+    CONSTRAINT error_scrub_key_not_empty CHECK (pg_catalog.regexp_replace(key_word, '[-_\s]', '', 'g') <> '')
 );
+COMMENT ON COLUMN monitoring.error_scrub_key.key_pattern IS 'The word as a separator-tolerant regular expression (generated)';
 COMMENT ON TABLE monitoring.error_scrub_key IS
     'Values under keys containing these words (case and - _ ignored) are stored as [Filtered]';
 INSERT INTO monitoring.error_scrub_key (key_word, builtin)

@@ -221,6 +221,7 @@ DECLARE
     scrub_keys text[];
     scrub_pattern text;
     scrubbed jsonb;
+    scrubbed_text text;
     fp jsonb;
     fingerprint text;
     grp monitoring.tb_error_log;
@@ -246,16 +247,19 @@ BEGIN
     -- One PL/Python call scrubs every free-form field together, and only when the text holds
     -- a key word, a long run of digits, or more openers than the depth limit (nesting deeper
     -- than 64 needs more than 64 of them): cheap tests in C that most events fail.
-    SELECT pg_catalog.array_agg(k.key_word), pg_catalog.string_agg(pg_catalog.regexp_replace(pg_catalog.lower(k.key_word), '[-_\s]', '', 'g'), '|')
+    -- The key test matches what the scrubber matches: each word, case-insensitive, with
+    -- separators (or JSON-escaped whitespace) allowed between its letters.
+    SELECT pg_catalog.array_agg(k.key_word), pg_catalog.string_agg(k.key_pattern, '|')
     INTO scrub_keys, scrub_pattern FROM monitoring.error_scrub_key k;
     scrubbed := pg_catalog.jsonb_build_object(
         'message', NEW.message, 'context', NEW.context, 'tags', NEW.tags, 'user', NEW.user_info,
         'request', NEW.request, 'stack_trace', NEW.stack_trace);
-    IF pg_catalog.regexp_replace(pg_catalog.lower(scrubbed::text), '[-_\s]', '', 'g') OPERATOR(pg_catalog.~) scrub_pattern
-       OR scrubbed::text OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
-       OR pg_catalog.length(scrubbed::text) OPERATOR(pg_catalog.-) pg_catalog.length(pg_catalog.translate(scrubbed::text, '{[', ''))
+    scrubbed_text := scrubbed::text;
+    IF scrubbed_text OPERATOR(pg_catalog.~*) scrub_pattern
+       OR scrubbed_text OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
+       OR pg_catalog.length(scrubbed_text) OPERATOR(pg_catalog.-) pg_catalog.length(pg_catalog.translate(scrubbed_text, '{[', ''))
           OPERATOR(pg_catalog.>) 64 THEN
-        scrubbed := monitoring._scrub(scrubbed::text, scrub_keys)::jsonb;
+        scrubbed := monitoring._scrub(scrubbed_text, scrub_keys)::jsonb;
     END IF;
     IF pg_catalog.jsonb_typeof(scrubbed) OPERATOR(pg_catalog.<>) 'object' THEN
         -- One field could not be read whole (absurd nesting): scrub each on its own.
