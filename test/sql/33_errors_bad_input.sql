@@ -1,7 +1,7 @@
 -- Bad input: a clear error, or a documented repair; never a lost event, never a broken
 -- partition maintenance.
 BEGIN;
-SELECT plan(21);
+SELECT plan(22);
 
 SELECT throws_ok($$SELECT monitoring.capture_error('[1, 2]')$$, '22023',
                  'an error event must be a JSON object, got array', 'an array is rejected clearly');
@@ -49,6 +49,15 @@ SELECT ok((SELECT occurred_at BETWEEN now() - interval '1 minute' AND now() + in
 SELECT monitoring.capture_error('{"exception_type": "Clock1970", "timestamp": "1970-01-01T00:00:00Z"}');
 SELECT ok((SELECT occurred_at > now() - interval '1 minute' AND client_timestamp = '1970-01-01T00:00:00Z' FROM monitoring.tb_error_occurrence WHERE exception_type = 'Clock1970'),
           'a timestamp in 1970 likewise');
+-- A plain INSERT with a far-future time goes through the default partition's guard first,
+-- then the capture trigger once: filed now, original kept, counted once.
+INSERT INTO monitoring.tb_error_occurrence (exception_type, message, occurred_at)
+VALUES ('GuardProbe', 'm', '2099-01-01');
+SELECT results_eq(
+    $$SELECT o.tableoid::regclass::text <> 'monitoring.tb_error_occurrence_default', o.client_timestamp, g.occurrence_count::int
+      FROM monitoring.tb_error_occurrence o JOIN monitoring.error_groups g USING (error_id) WHERE o.exception_type = 'GuardProbe'$$,
+    $$VALUES (true, '2099-01-01'::timestamptz, 1)$$,
+    'a raw INSERT in 2099 lands in a real partition, keeps its time, is counted once');
 SELECT monitoring.capture_error('{"exception_type": "Clock2", "timestamp": "yesterday-ish"}');
 SELECT is((SELECT client_timestamp FROM monitoring.tb_error_occurrence WHERE exception_type = 'Clock2'),
           NULL, 'an unreadable timestamp is dropped, the event kept');
