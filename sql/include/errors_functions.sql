@@ -351,8 +351,9 @@ $$;
 COMMENT ON FUNCTION monitoring._error_occurrence_prepare() IS
     'Trigger: dedupes by event id, applies limits, scrubs, fingerprints, finds or creates the group, detects regressions';
 
--- Folds the pending counter deltas of these groups into tb_error_log, set-based. The caller
--- holds the groups' rows (FOR UPDATE), so no other transaction folds them at the same time.
+-- Folds the pending counter deltas of these groups into tb_error_log, set-based. It locks
+-- the groups' rows first, skipping those another transaction holds (their deltas wait for the
+-- next fold), so no two transactions fold one group and no writer waits. Returns how many.
 CREATE FUNCTION monitoring._fold_error_counters(p_error_ids uuid[])
     RETURNS integer
     LANGUAGE plpgsql
@@ -362,9 +363,15 @@ AS $$
 DECLARE
     folded_groups integer;
 BEGIN
-    WITH taken AS (
+    -- Fixed order, so that two statements never wait on each other in a cycle.
+    WITH free AS MATERIALIZED (
+        SELECT g.error_id FROM monitoring.tb_error_log g
+        WHERE g.error_id OPERATOR(pg_catalog.=) ANY (p_error_ids)
+        ORDER BY g.error_id
+        FOR UPDATE SKIP LOCKED
+    ), taken AS (
         DELETE FROM monitoring.error_group_pending p
-        WHERE p.error_id OPERATOR(pg_catalog.=) ANY (p_error_ids)
+        WHERE p.error_id IN (SELECT f.error_id FROM free f)
         RETURNING p.*
     ), summed AS (
         SELECT t.error_id, pg_catalog.sum(t.occurrences) AS occurrences, pg_catalog.sum(t.new_users) AS new_users,
@@ -412,8 +419,6 @@ CREATE FUNCTION monitoring._error_occurrence_count()
     SECURITY DEFINER
     SET search_path = ''
 AS $$
-DECLARE
-    free_groups uuid[];
 BEGIN
     WITH new_users AS (
         INSERT INTO monitoring.error_group_user (error_id, user_key)
@@ -436,15 +441,7 @@ BEGIN
     FROM new_rows n
     GROUP BY n.error_id;
 
-    -- Fixed order, so that two statements never wait on each other in a cycle.
-    SELECT pg_catalog.array_agg(g.error_id) INTO free_groups
-    FROM (SELECT g.error_id FROM monitoring.tb_error_log g
-          WHERE g.error_id IN (SELECT n.error_id FROM new_rows n)
-          ORDER BY g.error_id
-          FOR UPDATE SKIP LOCKED) g;
-    IF free_groups IS NOT NULL THEN
-        PERFORM monitoring._fold_error_counters(free_groups);
-    END IF;
+    PERFORM monitoring._fold_error_counters(ARRAY(SELECT DISTINCT n.error_id FROM new_rows n));
     RETURN NULL;
 END
 $$;
@@ -457,15 +454,9 @@ CREATE FUNCTION monitoring._fold_all_error_counters()
     VOLATILE
     SET search_path = ''
 AS $$
-DECLARE
-    free_groups uuid[];
 BEGIN
-    SELECT pg_catalog.array_agg(g.error_id) INTO free_groups
-    FROM (SELECT g.error_id FROM monitoring.tb_error_log g
-          WHERE g.error_id IN (SELECT p.error_id FROM monitoring.error_group_pending p)
-          ORDER BY g.error_id
-          FOR UPDATE SKIP LOCKED) g;
-    RETURN pg_catalog.format('%s groups folded', COALESCE(monitoring._fold_error_counters(free_groups), 0));
+    RETURN pg_catalog.format('%s groups folded', monitoring._fold_error_counters(
+        ARRAY(SELECT DISTINCT p.error_id FROM monitoring.error_group_pending p)));
 END
 $$;
 COMMENT ON FUNCTION monitoring._fold_all_error_counters() IS 'Maintenance task: folds every pending counter delta';
