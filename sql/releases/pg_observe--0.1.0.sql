@@ -422,6 +422,18 @@ AS $$
 $$;
 COMMENT ON FUNCTION monitoring._maintenance_jobs() IS 'pg_cron jobs that schedule_maintenance() registers';
 
+-- pg_cron always makes schema cron, where it is installed at all. Callers name it through a
+-- variable, so that the static check of their bodies does not need pg_cron installed.
+CREATE FUNCTION monitoring._cron_schema()
+    RETURNS name
+    LANGUAGE sql
+    STABLE
+    SET search_path = ''
+AS $$
+    SELECT 'cron'::name FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron'
+$$;
+COMMENT ON FUNCTION monitoring._cron_schema() IS 'Schema of pg_cron''s jobs (cron), or NULL where pg_cron is not installed';
+
 CREATE FUNCTION monitoring.schedule_maintenance()
     RETURNS TABLE (job_name text, schedule text, command text, jobid bigint)
     LANGUAGE plpgsql
@@ -430,10 +442,7 @@ CREATE FUNCTION monitoring.schedule_maintenance()
 AS $$
 DECLARE
     job record;
-    -- pg_cron always makes schema cron; named through a variable so that the static check
-    -- of this function does not require pg_cron to be installed.
-    cron_schema name := (SELECT 'cron' FROM pg_catalog.pg_extension e
-                         WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron');
+    cron_schema name := monitoring._cron_schema();
     new_jobid bigint;
 BEGIN
     IF cron_schema IS NULL THEN
@@ -467,10 +476,7 @@ CREATE FUNCTION monitoring.unschedule_maintenance()
 AS $$
 DECLARE
     removed integer := 0;
-    -- pg_cron always makes schema cron; named through a variable so that the static check
-    -- of this function does not require pg_cron to be installed.
-    cron_schema name := (SELECT 'cron' FROM pg_catalog.pg_extension e
-                         WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron');
+    cron_schema name := monitoring._cron_schema();
 BEGIN
     IF cron_schema IS NOT NULL THEN
         EXECUTE pg_catalog.format('SELECT pg_catalog.count(%1$I.unschedule(j.jobid))::integer FROM %1$I.job j'
