@@ -76,7 +76,6 @@ BEGIN
     END IF;
 
     r.occurrence_id := gen_random_uuid();
-    r.received_at := pg_catalog.now();
     r.event_id := monitoring._uuid_or_null(p_event OPERATOR(pg_catalog.->>) 'event_id');
     r.exception_type := COALESCE(NULLIF(main_exception OPERATOR(pg_catalog.->>) 'type', ''),
                                  NULLIF(p_event OPERATOR(pg_catalog.->>) 'exception_type', ''), 'Error');
