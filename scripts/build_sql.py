@@ -6,7 +6,7 @@
 Each piece is copied in order. Two directives, each alone on a line, are expanded:
 
     -- @include sql/path.sql            the named piece, expanded recursively
-    -- @plpython plpython/name.py       a PL/Python body wrapped into CREATE FUNCTION
+    -- @plpython plpython/name.py       a PL/Python body wrapped into CREATE OR REPLACE FUNCTION
 
 A plpython file starts with two header comments (a trailing "# noqa: E501" is dropped):
 
@@ -40,7 +40,7 @@ def wrap_plpython(path: pathlib.Path) -> str:
         raise SystemExit(f"{path}: must not contain the dollar quote $pyfn$")
     return (
         f"-- from {path.relative_to(ROOT)}\n"
-        f"CREATE FUNCTION {_NOQA.sub('', head.group(1)).strip()}\nAS $pyfn$\n"
+        f"CREATE OR REPLACE FUNCTION {_NOQA.sub('', head.group(1)).strip()}\nAS $pyfn$\n"
         f"{text.rstrip()}\n\nreturn {entry.group(1).strip()}\n$pyfn$;\n"
     )
 

@@ -68,6 +68,7 @@ if fresh_db pg_observe_test; then run_pgtap pg_observe_test "fresh $VERSION"; el
 
 for release in sql/releases/pg_observe--*.sql; do
   old=${release#sql/releases/pg_observe--}; old=${old%.sql}
+  case $old in *--*) continue ;; esac   # a frozen upgrade script, not an install script
   [ "$old" = "$VERSION" ] && continue
   echo "== upgrade $old -> $VERSION"
   if fresh_db pg_observe_upgrade "$old" && "${PSQL[@]}" -d pg_observe_upgrade -c "ALTER EXTENSION pg_observe UPDATE"; then

@@ -195,6 +195,8 @@ CREATE TABLE monitoring.error_event_seen (
 );
 COMMENT ON TABLE monitoring.error_event_seen IS 'Event ids stored in the last 30 days, to drop duplicates';
 
+-- @include sql/include/errors_fingerprint_cache.sql
+
 -- User data and configuration survive pg_dump (partitions of tb_error_occurrence are not
 -- extension members, so pg_dump keeps them anyway).
 SELECT pg_catalog.pg_extension_config_dump('monitoring.tb_error_log', '');
@@ -209,14 +211,7 @@ SELECT pg_catalog.pg_extension_config_dump('monitoring.error_event_seen', '');
 -- @include sql/include/errors_workflow.sql
 -- @include sql/include/errors_partitions.sql
 
-CREATE TRIGGER error_occurrence_prepare
-    BEFORE INSERT ON monitoring.tb_error_occurrence
-    FOR EACH ROW EXECUTE FUNCTION monitoring._error_occurrence_prepare();
-
-CREATE TRIGGER error_occurrence_count
-    AFTER INSERT ON monitoring.tb_error_occurrence
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION monitoring._error_occurrence_count();
+-- @include sql/include/errors_capture_trigger.sql
 
 SELECT monitoring._create_time_series(
     p_parent_table => 'monitoring.tb_error_occurrence',

@@ -1,27 +1,31 @@
--- Functions of error tracking (included by sql/100_errors.sql).
-
--- The helpers on the capture path are PL/pgSQL, not SQL: a SQL function with a SET clause is
--- never inlined and is planned again at every call; PL/pgSQL keeps its plans per session.
+-- Functions of error tracking (included by sql/100_errors.sql and by the upgrade scripts,
+-- hence CREATE OR REPLACE).
+--
+-- The capture path is set-based: a batch of events is mapped, deduplicated, scrubbed,
+-- fingerprinted and grouped by a few statements for the whole batch, not by a trigger per
+-- row. Helpers called per row are either inlinable SQL (no SET clause, every name qualified)
+-- or are called only for the rare rows that need them (scrubbing, fingerprint cache misses).
+-- The capture functions force generic plans: their statements take arrays as parameters, and
+-- with custom plans PostgreSQL would plan those large queries again at every call, which
+-- costs more than running them.
 
 -- Limits: what is longer is cut, with a marker saying how much was cut.
-CREATE FUNCTION monitoring._truncate(p_text text, p_max integer)
+-- Inlinable SQL: called per row on the capture path.
+CREATE OR REPLACE FUNCTION monitoring._truncate(p_text text, p_max integer)
     RETURNS text
-    LANGUAGE plpgsql
-    IMMUTABLE
+    LANGUAGE sql
+    STABLE   -- format() is stable: a function declared IMMUTABLE around it would not be inlined
     PARALLEL SAFE
-    SET search_path = ''
 AS $$
-BEGIN
-    RETURN (SELECT CASE WHEN pg_catalog.length(p_text) OPERATOR(pg_catalog.<=) p_max THEN p_text
+    SELECT CASE WHEN pg_catalog.length(p_text) OPERATOR(pg_catalog.<=) p_max THEN p_text
                 ELSE pg_catalog.left(p_text, p_max) OPERATOR(pg_catalog.||)
                      pg_catalog.format('…[truncated %s characters]', pg_catalog.length(p_text) OPERATOR(pg_catalog.-) p_max)
-           END);
-END
+           END
 $$;
 COMMENT ON FUNCTION monitoring._truncate(text, integer) IS 'Cuts text to a maximum length with a marker naming what was cut';
 
 -- Reads a timestamp the way clients send it: ISO 8601 text or Unix seconds (Sentry).
-CREATE FUNCTION monitoring._event_time(p_value jsonb)
+CREATE OR REPLACE FUNCTION monitoring._event_time(p_value jsonb)
     RETURNS timestamptz
     LANGUAGE plpgsql
     IMMUTABLE
@@ -38,7 +42,7 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._event_time(jsonb) IS 'Timestamp from ISO 8601 text or Unix seconds; NULL when unreadable';
 
-CREATE FUNCTION monitoring._uuid_or_null(p_value text)
+CREATE OR REPLACE FUNCTION monitoring._uuid_or_null(p_value text)
     RETURNS uuid
     LANGUAGE plpgsql
     IMMUTABLE
@@ -52,119 +56,123 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._uuid_or_null(text) IS 'The text as a uuid (with or without dashes), or NULL';
 
--- Turns one event, in the Sentry shape or the seeds' flat shape, into an occurrence row.
-CREATE FUNCTION monitoring._event_to_occurrence(p_event jsonb)
-    RETURNS monitoring.tb_error_occurrence
+-- Turns a JSON array of events, in the Sentry shape or the seeds' flat shape, into
+-- occurrence rows (one query for the whole array; plans kept per session by PL/pgSQL).
+CREATE OR REPLACE FUNCTION monitoring._events_to_occurrences(p_events jsonb)
+    RETURNS SETOF monitoring.tb_error_occurrence
     LANGUAGE plpgsql
     STABLE
     SET search_path = ''
+    SET plan_cache_mode = force_generic_plan   -- see the note at the top
 AS $$
 DECLARE
-    r monitoring.tb_error_occurrence;
-    main_exception jsonb := p_event #> '{exception,values,-1}';
-    msg jsonb := p_event OPERATOR(pg_catalog.->) 'message';
-    client_time timestamptz;
-    ctx jsonb;
+    bad_position bigint;
+    bad_type text;
 BEGIN
-    IF p_event IS NULL OR pg_catalog.jsonb_typeof(p_event) OPERATOR(pg_catalog.<>) 'object' THEN
-        RAISE EXCEPTION 'an error event must be a JSON object, got %',
-            COALESCE(pg_catalog.jsonb_typeof(p_event), 'NULL')
+    IF pg_catalog.jsonb_path_exists(p_events, 'strict $[*] ? (@.type() != "object")') THEN
+        SELECT a.i, pg_catalog.jsonb_typeof(a.e) INTO bad_position, bad_type
+        FROM pg_catalog.jsonb_array_elements(p_events) WITH ORDINALITY AS a(e, i)
+        WHERE pg_catalog.jsonb_typeof(a.e) OPERATOR(pg_catalog.<>) 'object'
+        LIMIT 1;
+        RAISE EXCEPTION 'an error event must be a JSON object, got % (event % of the batch)', bad_type, bad_position
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF pg_catalog.jsonb_typeof(main_exception) OPERATOR(pg_catalog.<>) 'object' THEN
-        main_exception := NULL;
-    END IF;
 
-    r.occurrence_id := gen_random_uuid();
-    r.event_id := monitoring._uuid_or_null(p_event OPERATOR(pg_catalog.->>) 'event_id');
-    r.exception_type := COALESCE(NULLIF(main_exception OPERATOR(pg_catalog.->>) 'type', ''),
-                                 NULLIF(p_event OPERATOR(pg_catalog.->>) 'exception_type', ''), 'Error');
-    r.message := COALESCE(
-        main_exception OPERATOR(pg_catalog.->>) 'value',
-        CASE pg_catalog.jsonb_typeof(msg)
-            WHEN 'string' THEN msg #>> '{}'
-            WHEN 'object' THEN COALESCE(msg OPERATOR(pg_catalog.->>) 'formatted', msg OPERATOR(pg_catalog.->>) 'message')
-            WHEN 'null' THEN NULL
-            ELSE msg #>> '{}'   -- a number or an array: kept as its JSON text
-        END,
-        p_event #>> '{logentry,formatted}', p_event #>> '{logentry,message}', '');
-    r.stack_trace := p_event OPERATOR(pg_catalog.->>) 'stack_trace';
-    r.frames := COALESCE(main_exception #> '{stacktrace,frames}', p_event OPERATOR(pg_catalog.->) 'frames');
-    IF pg_catalog.jsonb_typeof(r.frames) OPERATOR(pg_catalog.<>) 'array' THEN
-        r.frames := NULL;
-    END IF;
-    IF pg_catalog.jsonb_array_length(COALESCE(p_event #> '{exception,values}', '[]')) OPERATOR(pg_catalog.>) 1 THEN
-        r.exception_chain := p_event #> '{exception,values}';
-    END IF;
-    IF pg_catalog.jsonb_typeof(p_event OPERATOR(pg_catalog.->) 'fingerprint') OPERATOR(pg_catalog.=) 'array' THEN
-        r.client_fingerprint := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(p_event OPERATOR(pg_catalog.->) 'fingerprint'));
-    END IF;
-
-    -- The seeds' flat "context"; Sentry's "contexts" and "extra" are kept under their names.
-    ctx := p_event OPERATOR(pg_catalog.->) 'context';
-    IF ctx IS NOT NULL AND pg_catalog.jsonb_typeof(ctx) OPERATOR(pg_catalog.<>) 'object' THEN
-        ctx := pg_catalog.jsonb_build_object('value', ctx);   -- a non-object context is wrapped
-    END IF;
-    IF p_event ? 'contexts' OR p_event ? 'extra' THEN
-        ctx := COALESCE(ctx, '{}'::jsonb) OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-            'contexts', p_event OPERATOR(pg_catalog.->) 'contexts', 'extra', p_event OPERATOR(pg_catalog.->) 'extra'));
-    END IF;
-    r.context := ctx;
-    r.tags := p_event OPERATOR(pg_catalog.->) 'tags';
-    IF pg_catalog.jsonb_typeof(r.tags) OPERATOR(pg_catalog.=) 'array' THEN   -- Sentry's [[key, value], ...]
-        r.tags := (SELECT pg_catalog.jsonb_object_agg(t OPERATOR(pg_catalog.->>) 0, t OPERATOR(pg_catalog.->) 1)
-                   FROM pg_catalog.jsonb_array_elements(r.tags) t
-                   WHERE pg_catalog.jsonb_typeof(t) OPERATOR(pg_catalog.=) 'array');
-    ELSIF pg_catalog.jsonb_typeof(r.tags) OPERATOR(pg_catalog.<>) 'object' THEN
-        r.tags := NULL;
-    END IF;
-    r.user_info := p_event OPERATOR(pg_catalog.->) 'user';
-    r.request := p_event OPERATOR(pg_catalog.->) 'request';
-    r.environment := COALESCE(NULLIF(p_event OPERATOR(pg_catalog.->>) 'environment', ''), 'production');
-    r.release_version := p_event OPERATOR(pg_catalog.->>) 'release';
-    r.service := COALESCE(p_event OPERATOR(pg_catalog.->>) 'service', p_event #>> '{tags,service}');
-    r.server_name := p_event OPERATOR(pg_catalog.->>) 'server_name';
-    r.transaction_name := p_event OPERATOR(pg_catalog.->>) 'transaction';
-    r.logger := p_event OPERATOR(pg_catalog.->>) 'logger';
-    r.level := CASE pg_catalog.lower(p_event OPERATOR(pg_catalog.->>) 'level')
-                   WHEN 'warn' THEN 'warning' WHEN 'critical' THEN 'fatal'
-                   WHEN 'debug' THEN 'debug' WHEN 'info' THEN 'info' WHEN 'warning' THEN 'warning'
-                   WHEN 'fatal' THEN 'fatal' ELSE 'error' END;
-    r.trace_id := COALESCE(p_event OPERATOR(pg_catalog.->>) 'trace_id', p_event #>> '{contexts,trace,trace_id}');
-    r.span_id := COALESCE(p_event OPERATOR(pg_catalog.->>) 'span_id', p_event #>> '{contexts,trace,span_id}');
-
-    -- Sentry's rule: a time more than 30 days old or more than a minute ahead is the
-    -- client's clock, not the event's: file it at the time received, keep what was sent.
-    client_time := monitoring._event_time(p_event OPERATOR(pg_catalog.->) 'timestamp');
-    r.client_timestamp := client_time;
-    r.occurred_at := CASE
-        WHEN client_time BETWEEN pg_catalog.now() OPERATOR(pg_catalog.-) interval '30 days'
-                             AND pg_catalog.now() OPERATOR(pg_catalog.+) interval '1 minute' THEN client_time
-        ELSE pg_catalog.now() END;
-    RETURN r;
+    RETURN QUERY
+    SELECT pg_catalog.gen_random_uuid(),
+           NULL::uuid,
+           -- Sentry's rule: a time more than 30 days old or more than a minute ahead is the
+           -- client's clock, not the event's: file it at the time received, keep what was sent.
+           CASE WHEN x.client_time BETWEEN pg_catalog.now() OPERATOR(pg_catalog.-) interval '30 days'
+                                       AND pg_catalog.now() OPERATOR(pg_catalog.+) interval '1 minute'
+                THEN x.client_time ELSE pg_catalog.now() END,
+           x.client_time,
+           pg_catalog.now(),
+           CASE WHEN x.event_id IS NULL THEN NULL
+                WHEN x.event_id OPERATOR(pg_catalog.~*)
+                     '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN x.event_id::uuid
+                ELSE monitoring._uuid_or_null(x.event_id) END,
+           COALESCE(NULLIF(x.main OPERATOR(pg_catalog.->>) 'type', ''),
+                    NULLIF(a.e OPERATOR(pg_catalog.->>) 'exception_type', ''), 'Error'),
+           COALESCE(x.main OPERATOR(pg_catalog.->>) 'value',
+                    CASE pg_catalog.jsonb_typeof(x.msg)
+                        WHEN 'string' THEN x.msg #>> '{}'
+                        WHEN 'object' THEN COALESCE(x.msg OPERATOR(pg_catalog.->>) 'formatted',
+                                                    x.msg OPERATOR(pg_catalog.->>) 'message')
+                        WHEN 'null' THEN NULL
+                        ELSE x.msg #>> '{}'   -- a number or an array: kept as its JSON text
+                    END,
+                    a.e #>> '{logentry,formatted}', a.e #>> '{logentry,message}', ''),
+           a.e OPERATOR(pg_catalog.->>) 'stack_trace',
+           CASE WHEN pg_catalog.jsonb_typeof(x.frames) OPERATOR(pg_catalog.=) 'array' THEN x.frames END,
+           CASE WHEN pg_catalog.jsonb_typeof(a.e #> '{exception,values}') OPERATOR(pg_catalog.=) 'array' THEN
+               CASE WHEN pg_catalog.jsonb_array_length(a.e #> '{exception,values}') OPERATOR(pg_catalog.>) 1
+                    THEN a.e #> '{exception,values}' END
+           END,
+           CASE WHEN pg_catalog.jsonb_typeof(a.e OPERATOR(pg_catalog.->) 'fingerprint') OPERATOR(pg_catalog.=) 'array'
+                THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(a.e OPERATOR(pg_catalog.->) 'fingerprint')) END,
+           -- The seeds' flat "context" (a non-object one is wrapped); Sentry's "contexts" and
+           -- "extra" are kept under their names.
+           CASE WHEN a.e ? 'contexts' OR a.e ? 'extra' THEN
+                    COALESCE(x.ctx, '{}'::jsonb) OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                        'contexts', a.e OPERATOR(pg_catalog.->) 'contexts', 'extra', a.e OPERATOR(pg_catalog.->) 'extra'))
+                ELSE x.ctx END,
+           CASE pg_catalog.jsonb_typeof(a.e OPERATOR(pg_catalog.->) 'tags')
+               WHEN 'object' THEN a.e OPERATOR(pg_catalog.->) 'tags'
+               WHEN 'array' THEN   -- Sentry's [[key, value], ...]
+                   (SELECT pg_catalog.jsonb_object_agg(t OPERATOR(pg_catalog.->>) 0, t OPERATOR(pg_catalog.->) 1)
+                    FROM pg_catalog.jsonb_array_elements(a.e OPERATOR(pg_catalog.->) 'tags') t
+                    WHERE pg_catalog.jsonb_typeof(t) OPERATOR(pg_catalog.=) 'array'
+                      AND (t OPERATOR(pg_catalog.->>) 0) IS NOT NULL)
+           END,
+           a.e OPERATOR(pg_catalog.->) 'user',
+           a.e OPERATOR(pg_catalog.->) 'request',
+           COALESCE(NULLIF(a.e OPERATOR(pg_catalog.->>) 'environment', ''), 'production'),
+           a.e OPERATOR(pg_catalog.->>) 'release',
+           COALESCE(a.e OPERATOR(pg_catalog.->>) 'service', a.e #>> '{tags,service}'),
+           a.e OPERATOR(pg_catalog.->>) 'server_name',
+           a.e OPERATOR(pg_catalog.->>) 'transaction',
+           a.e OPERATOR(pg_catalog.->>) 'logger',
+           CASE pg_catalog.lower(a.e OPERATOR(pg_catalog.->>) 'level')
+               WHEN 'warn' THEN 'warning' WHEN 'critical' THEN 'fatal'
+               WHEN 'debug' THEN 'debug' WHEN 'info' THEN 'info' WHEN 'warning' THEN 'warning'
+               WHEN 'fatal' THEN 'fatal' ELSE 'error' END,
+           COALESCE(a.e OPERATOR(pg_catalog.->>) 'trace_id', a.e #>> '{contexts,trace,trace_id}'),
+           COALESCE(a.e OPERATOR(pg_catalog.->>) 'span_id', a.e #>> '{contexts,trace,span_id}')
+    FROM pg_catalog.jsonb_array_elements(p_events) AS a(e)
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN pg_catalog.jsonb_typeof(a.e #> '{exception,values,-1}') OPERATOR(pg_catalog.=) 'object'
+                    THEN a.e #> '{exception,values,-1}' END AS main,
+               a.e OPERATOR(pg_catalog.->) 'message' AS msg,
+               a.e OPERATOR(pg_catalog.->>) 'event_id' AS event_id,
+               COALESCE(a.e #> '{exception,values,-1,stacktrace,frames}', a.e OPERATOR(pg_catalog.->) 'frames') AS frames,
+               CASE WHEN a.e OPERATOR(pg_catalog.->) 'context' IS NULL
+                      OR pg_catalog.jsonb_typeof(a.e OPERATOR(pg_catalog.->) 'context') OPERATOR(pg_catalog.=) 'object'
+                    THEN a.e OPERATOR(pg_catalog.->) 'context'
+                    ELSE pg_catalog.jsonb_build_object('value', a.e OPERATOR(pg_catalog.->) 'context') END AS ctx,
+               CASE WHEN a.e ? 'timestamp' THEN monitoring._event_time(a.e OPERATOR(pg_catalog.->) 'timestamp') END AS client_time
+        OFFSET 0   -- evaluated once per event, not once per reference
+    ) x;
 END
 $$;
-COMMENT ON FUNCTION monitoring._event_to_occurrence(jsonb) IS
-    'Maps an event in the Sentry shape or the flat shape to a tb_error_occurrence row';
+COMMENT ON FUNCTION monitoring._events_to_occurrences(jsonb) IS
+    'Maps a JSON array of events (Sentry shape or flat shape) to tb_error_occurrence rows; a non-object event is an error';
 
--- The key under which a user counts as affected.
-CREATE FUNCTION monitoring._user_key(p_user jsonb, p_context jsonb)
+-- The key under which a user counts as affected. Inlinable SQL.
+CREATE OR REPLACE FUNCTION monitoring._user_key(p_user jsonb, p_context jsonb)
     RETURNS text
-    LANGUAGE plpgsql
+    LANGUAGE sql
     IMMUTABLE
     PARALLEL SAFE
-    SET search_path = ''
 AS $$
-BEGIN
-    RETURN (SELECT COALESCE(p_user OPERATOR(pg_catalog.->>) 'id', p_user OPERATOR(pg_catalog.->>) 'email',
+    SELECT COALESCE(p_user OPERATOR(pg_catalog.->>) 'id', p_user OPERATOR(pg_catalog.->>) 'email',
                     p_user OPERATOR(pg_catalog.->>) 'username', p_user OPERATOR(pg_catalog.->>) 'ip_address',
-                    p_context OPERATOR(pg_catalog.->>) 'user_id'));
-END
+                    p_context OPERATOR(pg_catalog.->>) 'user_id')
 $$;
 COMMENT ON FUNCTION monitoring._user_key(jsonb, jsonb) IS 'User id, e-mail, name or ip of an event (or context.user_id)';
 
 -- Is release a older than release b? Numeric parts compare as numbers (1.10 > 1.9).
-CREATE FUNCTION monitoring._release_older(a text, b text)
+CREATE OR REPLACE FUNCTION monitoring._release_older(a text, b text)
     RETURNS boolean
     LANGUAGE sql
     IMMUTABLE
@@ -188,7 +196,7 @@ COMMENT ON FUNCTION monitoring._scrub(text, text[]) IS 'Replaces values under se
 COMMENT ON FUNCTION monitoring._fingerprint_events(text, text) IS
     'Fingerprint algorithm version 2 (see docs/errors.md): explicit, rule, stack, message; parses raw stack traces';
 
-CREATE FUNCTION monitoring._fingerprint_rules()
+CREATE OR REPLACE FUNCTION monitoring._fingerprint_rules()
     RETURNS text
     LANGUAGE plpgsql
     STABLE
@@ -206,183 +214,333 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._fingerprint_rules() IS 'Enabled fingerprint rules as the JSON the fingerprint function reads';
 
--- Before each occurrence: drop a repeated event id, apply limits, scrub secrets,
--- fingerprint, find or create the group, and reopen it if it was resolved (regression) or
--- its ignore ran out. Counting is left to the statement trigger below.
-CREATE FUNCTION monitoring._error_occurrence_prepare()
-    RETURNS trigger
+-- The free-form fields the scrubber reads, as one JSON document. Inlinable SQL.
+CREATE OR REPLACE FUNCTION monitoring._scrub_document(p_row monitoring.tb_error_occurrence)
+    RETURNS jsonb
+    LANGUAGE sql
+    STABLE
+    PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'message', (p_row).message, 'context', (p_row).context, 'tags', (p_row).tags, 'user', (p_row).user_info,
+        'request', (p_row).request, 'stack_trace', (p_row).stack_trace)
+$$;
+COMMENT ON FUNCTION monitoring._scrub_document(monitoring.tb_error_occurrence) IS
+    'The fields of an occurrence that scrubbing applies to, as one JSON object';
+
+-- Scrubs one occurrence: one PL/Python call for all its free-form fields, or one per field
+-- when the whole could not be read (absurd nesting). Called only for rows the capture's
+-- cheap test flags.
+CREATE OR REPLACE FUNCTION monitoring._scrub_occurrence(p_row monitoring.tb_error_occurrence, p_keys text[])
+    RETURNS monitoring.tb_error_occurrence
+    LANGUAGE plpgsql
+    IMMUTABLE
+    SET search_path = ''
+AS $$
+DECLARE
+    scrubbed jsonb := monitoring._scrub(monitoring._scrub_document(p_row)::text, p_keys)::jsonb;
+BEGIN
+    IF pg_catalog.jsonb_typeof(scrubbed) OPERATOR(pg_catalog.<>) 'object' THEN
+        scrubbed := pg_catalog.jsonb_build_object(
+            'message', monitoring._scrub(pg_catalog.to_jsonb(p_row.message)::text, p_keys)::jsonb,
+            'context', monitoring._scrub(p_row.context::text, p_keys)::jsonb,
+            'tags', monitoring._scrub(p_row.tags::text, p_keys)::jsonb,
+            'user', monitoring._scrub(p_row.user_info::text, p_keys)::jsonb,
+            'request', monitoring._scrub(p_row.request::text, p_keys)::jsonb,
+            'stack_trace', monitoring._scrub(pg_catalog.to_jsonb(p_row.stack_trace)::text, p_keys)::jsonb);
+    END IF;
+    p_row.message := COALESCE(scrubbed OPERATOR(pg_catalog.->>) 'message', '');
+    p_row.context := NULLIF(scrubbed OPERATOR(pg_catalog.->) 'context', 'null');
+    p_row.tags := NULLIF(scrubbed OPERATOR(pg_catalog.->) 'tags', 'null');
+    p_row.user_info := NULLIF(scrubbed OPERATOR(pg_catalog.->) 'user', 'null');
+    p_row.request := NULLIF(scrubbed OPERATOR(pg_catalog.->) 'request', 'null');
+    p_row.stack_trace := scrubbed OPERATOR(pg_catalog.->>) 'stack_trace';
+    RETURN p_row;
+END
+$$;
+COMMENT ON FUNCTION monitoring._scrub_occurrence(monitoring.tb_error_occurrence, text[]) IS
+    'Replaces secrets and card numbers in the free-form fields of one occurrence with [Filtered]';
+
+-- The full fingerprint of one occurrence (PL/Python): called for fingerprint cache misses.
+CREATE OR REPLACE FUNCTION monitoring._fingerprint_occurrence(p_row monitoring.tb_error_occurrence)
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    STABLE
+    SET search_path = ''
+AS $$
+BEGIN
+    RETURN (monitoring._fingerprint_events(
+               pg_catalog.jsonb_build_array(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                   'exception_type', p_row.exception_type, 'message', p_row.message,
+                   -- the raw text is parsed only when no structured frames came with the event
+                   'stack_trace', CASE WHEN p_row.frames IS NULL THEN p_row.stack_trace END, 'frames', p_row.frames,
+                   'exception', CASE WHEN p_row.exception_chain IS NOT NULL
+                                     THEN pg_catalog.jsonb_build_object('values', p_row.exception_chain) END,
+                   'fingerprint', pg_catalog.to_jsonb(p_row.client_fingerprint),
+                   'environment', p_row.environment, 'tags', p_row.tags)))::text,
+               monitoring._fingerprint_rules())::jsonb) OPERATOR(pg_catalog.->) 0;
+END
+$$;
+COMMENT ON FUNCTION monitoring._fingerprint_occurrence(monitoring.tb_error_occurrence) IS
+    'Runs fingerprint algorithm version 2 on one occurrence with the enabled rules';
+
+-- The key of an occurrence in error_fingerprint_cache, or NULL when its fingerprint may
+-- depend on more than its exception type and stack: a client fingerprint, a chain of
+-- exceptions (their messages count), or rules that look at the message, environment or tags.
+-- The key covers the type, the frames, and the raw stack trace when the algorithm reads it
+-- (no frames, or the placeholder type "Error"), less a one-line message at its end (the
+-- Python traceback's last line), which never changes the frames. Inlinable SQL.
+CREATE OR REPLACE FUNCTION monitoring._fingerprint_cache_key(p_row monitoring.tb_error_occurrence, p_usable boolean)
+    RETURNS uuid
+    LANGUAGE sql
+    STABLE
+    PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN p_usable AND (p_row).client_fingerprint IS NULL AND (p_row).exception_chain IS NULL THEN
+        pg_catalog.md5(pg_catalog.concat_ws(E'\x1f', 'fingerprint v2', (p_row).exception_type,
+            pg_catalog.jsonb_hash_extended((p_row).frames, 0),
+            CASE WHEN (p_row).frames IS NULL OR (p_row).exception_type OPERATOR(pg_catalog.=) 'Error' THEN
+                CASE WHEN (p_row).message OPERATOR(pg_catalog.<>) '' AND pg_catalog.strpos((p_row).message, E'\n') OPERATOR(pg_catalog.=) 0
+                          AND pg_catalog.right((p_row).stack_trace, pg_catalog.length((p_row).message)) OPERATOR(pg_catalog.=) (p_row).message
+                     THEN pg_catalog.left((p_row).stack_trace, -pg_catalog.length((p_row).message)) OPERATOR(pg_catalog.||) E'\x1e'
+                     ELSE (p_row).stack_trace END
+            END))::uuid
+    END
+$$;
+COMMENT ON FUNCTION monitoring._fingerprint_cache_key(monitoring.tb_error_occurrence, boolean) IS
+    'Key of an occurrence in error_fingerprint_cache (NULL: not cacheable)';
+
+-- Prepares occurrences for storage, set-based: drops repeated event ids (stored in the last
+-- 30 days, or twice in this batch), applies the limits, scrubs what the cheap test flags,
+-- fingerprints (from the cache, or in full for misses), finds or creates each group, and
+-- reopens groups that regressed or whose ignore ran out. Returns the rows to store, each
+-- with its error_id. Counting is left to _count_error_occurrences, after the INSERT.
+CREATE OR REPLACE FUNCTION monitoring._prepare_error_occurrences(p_rows monitoring.tb_error_occurrence[])
+    RETURNS SETOF monitoring.tb_error_occurrence
     LANGUAGE plpgsql
     VOLATILE
-    SECURITY DEFINER
     SET search_path = ''
+    SET plan_cache_mode = force_generic_plan   -- see the note at the top
 AS $$
 DECLARE
     scrub_keys text[];
     scrub_pattern text;
-    scrubbed jsonb;
-    scrubbed_text text;
-    fp jsonb;
-    fingerprint text;
-    grp monitoring.tb_error_log;
+    cache_usable boolean;
+    kept monitoring.tb_error_occurrence[];
+    ids uuid[];
+    prints text[];
+    results jsonb[];
+    grp record;
+    reopening record;
 BEGIN
-    IF NEW.event_id IS NOT NULL THEN
-        INSERT INTO monitoring.error_event_seen (event_id) VALUES (NEW.event_id) ON CONFLICT DO NOTHING;
-        IF NOT FOUND THEN
-            RETURN NULL;   -- already stored: a retry of the same event
-        END IF;
-    END IF;
-
-    NEW.received_at := pg_catalog.now();
-    NEW.exception_type := monitoring._truncate(COALESCE(NULLIF(NEW.exception_type, ''), 'Error'), 512);
-    NEW.message := monitoring._truncate(COALESCE(NEW.message, ''), 8192);
-    NEW.stack_trace := monitoring._truncate(NEW.stack_trace, 262144);
-    IF NEW.context IS NOT NULL AND pg_catalog.jsonb_typeof(NEW.context) OPERATOR(pg_catalog.<>) 'object' THEN
-        NEW.context := pg_catalog.jsonb_build_object('value', NEW.context);
-    END IF;
-    IF pg_catalog.cardinality(NEW.client_fingerprint) OPERATOR(pg_catalog.>) 100 THEN
-        NEW.client_fingerprint := NEW.client_fingerprint[1:100];
-    END IF;
-
-    -- One PL/Python call scrubs every free-form field together, and only when the text holds
-    -- a key word, a long run of digits, or more openers than the depth limit (nesting deeper
-    -- than 64 needs more than 64 of them): cheap tests in C that most events fail.
-    -- The key test matches what the scrubber matches: each word, case-insensitive, with
-    -- separators (or JSON-escaped whitespace) allowed between its letters.
     SELECT pg_catalog.array_agg(k.key_word), pg_catalog.string_agg(k.key_pattern, '|')
     INTO scrub_keys, scrub_pattern FROM monitoring.error_scrub_key k;
-    scrubbed := pg_catalog.jsonb_build_object(
-        'message', NEW.message, 'context', NEW.context, 'tags', NEW.tags, 'user', NEW.user_info,
-        'request', NEW.request, 'stack_trace', NEW.stack_trace);
-    scrubbed_text := scrubbed::text;
-    IF scrubbed_text OPERATOR(pg_catalog.~*) scrub_pattern
-       OR scrubbed_text OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
-       OR pg_catalog.length(scrubbed_text) OPERATOR(pg_catalog.-) pg_catalog.length(pg_catalog.translate(scrubbed_text, '{[', ''))
-          OPERATOR(pg_catalog.>) 64 THEN
-        scrubbed := monitoring._scrub(scrubbed_text, scrub_keys)::jsonb;
-    END IF;
-    IF pg_catalog.jsonb_typeof(scrubbed) OPERATOR(pg_catalog.<>) 'object' THEN
-        -- One field could not be read whole (absurd nesting): scrub each on its own.
-        scrubbed := pg_catalog.jsonb_build_object(
-            'message', monitoring._scrub(pg_catalog.to_jsonb(NEW.message)::text, scrub_keys)::jsonb,
-            'context', monitoring._scrub(NEW.context::text, scrub_keys)::jsonb,
-            'tags', monitoring._scrub(NEW.tags::text, scrub_keys)::jsonb,
-            'user', monitoring._scrub(NEW.user_info::text, scrub_keys)::jsonb,
-            'request', monitoring._scrub(NEW.request::text, scrub_keys)::jsonb,
-            'stack_trace', monitoring._scrub(pg_catalog.to_jsonb(NEW.stack_trace)::text, scrub_keys)::jsonb);
-    END IF;
-    NEW.message := COALESCE(scrubbed OPERATOR(pg_catalog.->>) 'message', '');
-    NEW.context := NULLIF(scrubbed OPERATOR(pg_catalog.->) 'context', 'null');
-    NEW.tags := NULLIF(scrubbed OPERATOR(pg_catalog.->) 'tags', 'null');
-    NEW.user_info := NULLIF(scrubbed OPERATOR(pg_catalog.->) 'user', 'null');
-    NEW.request := NULLIF(scrubbed OPERATOR(pg_catalog.->) 'request', 'null');
-    NEW.stack_trace := scrubbed OPERATOR(pg_catalog.->>) 'stack_trace';
 
-    fp := (monitoring._fingerprint_events(
-               pg_catalog.jsonb_build_array(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                   'exception_type', NEW.exception_type, 'message', NEW.message,
-                   -- the raw text is parsed only when no structured frames came with the event
-                   'stack_trace', CASE WHEN NEW.frames IS NULL THEN NEW.stack_trace END, 'frames', NEW.frames,
-                   'exception', CASE WHEN NEW.exception_chain IS NOT NULL
-                                     THEN pg_catalog.jsonb_build_object('values', NEW.exception_chain) END,
-                   'fingerprint', pg_catalog.to_jsonb(NEW.client_fingerprint),
-                   'environment', NEW.environment, 'tags', NEW.tags)))::text,
-               monitoring._fingerprint_rules())::jsonb) OPERATOR(pg_catalog.->) 0;
-    IF NEW.frames IS NULL AND pg_catalog.jsonb_array_length(fp OPERATOR(pg_catalog.->) 'frames') OPERATOR(pg_catalog.>) 0 THEN
-        NEW.frames := fp OPERATOR(pg_catalog.->) 'frames';   -- parsed from the raw stack trace
-    END IF;
-    fingerprint := fp OPERATOR(pg_catalog.->>) 'fingerprint';
-    -- A client's own single-part fingerprint ("payment_timeout_error") is kept readable.
-    IF fp OPERATOR(pg_catalog.->>) 'method' OPERATOR(pg_catalog.=) 'explicit'
-       AND pg_catalog.jsonb_array_length(fp OPERATOR(pg_catalog.->) 'inputs') OPERATOR(pg_catalog.=) 1
-       AND pg_catalog.length(fp #>> '{inputs,0}') OPERATOR(pg_catalog.<=) 200 THEN
-        fingerprint := fp #>> '{inputs,0}';
-    END IF;
+    -- Dedupe, limits, scrubbing. The scrubber (PL/Python) runs only for a row whose JSON
+    -- fields hold a key word (the same separator-tolerant test the scrubber applies), whose
+    -- text holds a long run of digits, or whose JSON has more openers than the depth limit:
+    -- cheap tests in C that most events fail.
+    WITH fresh AS (
+        INSERT INTO monitoring.error_event_seen (event_id)
+        SELECT DISTINCT r.event_id FROM pg_catalog.unnest(p_rows) r WHERE r.event_id IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING event_id
+    ), limited AS (
+        SELECT DISTINCT ON (COALESCE(r.event_id, r.occurrence_id)) r.ordinality, ROW(
+            r.occurrence_id, NULL, r.occurred_at, r.client_timestamp, pg_catalog.now(), r.event_id,
+            monitoring._truncate(COALESCE(NULLIF(r.exception_type, ''), 'Error'), 512),
+            monitoring._truncate(COALESCE(r.message, ''), 8192),
+            monitoring._truncate(r.stack_trace, 262144),
+            r.frames, r.exception_chain, r.client_fingerprint[1:100],
+            CASE WHEN r.context IS NULL OR pg_catalog.jsonb_typeof(r.context) OPERATOR(pg_catalog.=) 'object'
+                 THEN r.context ELSE pg_catalog.jsonb_build_object('value', r.context) END,
+            r.tags, r.user_info, r.request, r.environment, r.release_version, r.service, r.server_name,
+            r.transaction_name, r.logger, r.level, r.trace_id, r.span_id)::monitoring.tb_error_occurrence AS o
+        FROM pg_catalog.unnest(p_rows) WITH ORDINALITY r
+        WHERE r.event_id IS NULL OR r.event_id IN (SELECT f.event_id FROM fresh f)
+        ORDER BY COALESCE(r.event_id, r.occurrence_id), r.ordinality
+    )
+    SELECT pg_catalog.array_agg(
+               CASE WHEN d.objects OPERATOR(pg_catalog.~*) scrub_pattern
+                      OR d.objects OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
+                      OR (l.o).message OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
+                      OR (l.o).stack_trace OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
+                      OR pg_catalog.length(d.objects) OPERATOR(pg_catalog.-)
+                         pg_catalog.length(pg_catalog.translate(d.objects, '{[', '')) OPERATOR(pg_catalog.>) 64
+                    THEN monitoring._scrub_occurrence(l.o, scrub_keys)
+                    ELSE l.o END
+               ORDER BY l.ordinality)   -- the batch's order: the first occurrence makes a new group
+    INTO kept
+    FROM limited l
+    CROSS JOIN LATERAL (
+        SELECT pg_catalog.concat_ws(' ', (l.o).context, (l.o).tags, (l.o).user_info, (l.o).request) AS objects
+        OFFSET 0
+    ) d;
 
-    SELECT * INTO grp FROM monitoring.tb_error_log g WHERE g.error_fingerprint OPERATOR(pg_catalog.=) fingerprint;
-    IF NOT FOUND THEN
+    -- Fingerprints: from the cache when the key allows it, else in full (PL/Python), and
+    -- remembered when they depend on nothing but the key (method "stack").
+    cache_usable := NOT EXISTS (
+        SELECT FROM monitoring.error_fingerprint_rule r
+        WHERE r.enabled AND (r.match_message IS NOT NULL OR r.match_environment IS NOT NULL OR r.match_tags IS NOT NULL));
+    WITH keyed AS MATERIALIZED (
+        SELECT o.occurrence_id, o.frames IS NULL AS without_frames,
+               monitoring._fingerprint_cache_key(o, cache_usable) AS input_key, o
+        FROM pg_catalog.unnest(kept) o
+    ), looked AS (
+        SELECT k.occurrence_id, k.input_key, k.without_frames, c.result AS cached,
+               CASE WHEN c.result IS NULL THEN monitoring._fingerprint_occurrence(k.o) END AS computed
+        FROM keyed k
+        LEFT JOIN monitoring.error_fingerprint_cache c ON c.input_key OPERATOR(pg_catalog.=) k.input_key
+    ), remembered AS (
+        INSERT INTO monitoring.error_fingerprint_cache (input_key, result)
+        SELECT DISTINCT ON (l.input_key) l.input_key,
+               CASE WHEN l.without_frames THEN l.computed ELSE l.computed OPERATOR(pg_catalog.-) 'frames' END
+        FROM looked l
+        WHERE l.input_key IS NOT NULL AND l.cached IS NULL
+          AND l.computed OPERATOR(pg_catalog.->>) 'method' OPERATOR(pg_catalog.=) 'stack'
+        ON CONFLICT DO NOTHING
+    ), fingerprinted AS (
+        SELECT l.occurrence_id, COALESCE(l.cached, l.computed) AS fp FROM looked l
+    )
+    SELECT pg_catalog.array_agg(f.occurrence_id), pg_catalog.array_agg(f.fp),
+           -- A client's own single-part fingerprint ("payment_timeout_error") is kept readable.
+           pg_catalog.array_agg(CASE WHEN f.fp OPERATOR(pg_catalog.->>) 'method' OPERATOR(pg_catalog.=) 'explicit'
+                                      AND pg_catalog.jsonb_array_length(f.fp OPERATOR(pg_catalog.->) 'inputs') OPERATOR(pg_catalog.=) 1
+                                      AND pg_catalog.length(f.fp #>> '{inputs,0}') OPERATOR(pg_catalog.<=) 200
+                                 THEN f.fp #>> '{inputs,0}' ELSE f.fp OPERATOR(pg_catalog.->>) 'fingerprint' END)
+    INTO ids, results, prints
+    FROM fingerprinted f;
+
+    -- New groups, made from the earliest occurrence of each new fingerprint. A concurrent
+    -- capture may create the same group a moment earlier: ON CONFLICT leaves it to that one,
+    -- and the next statement (a new snapshot) sees it.
+    WITH firsts AS (
+        SELECT DISTINCT ON (f.fingerprint) f.fingerprint, f.fp, o.exception_type, o.message, o.level, o.occurred_at,
+               o.environment, o.service, o.release_version, o.stack_trace
+        FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(results), pg_catalog.unnest(prints)) AS f(occurrence_id, fp, fingerprint)
+        JOIN pg_catalog.unnest(kept) WITH ORDINALITY o ON o.occurrence_id OPERATOR(pg_catalog.=) f.occurrence_id
+        WHERE NOT EXISTS (SELECT FROM monitoring.tb_error_log g WHERE g.error_fingerprint OPERATOR(pg_catalog.=) f.fingerprint)
+        ORDER BY f.fingerprint, o.occurred_at, o.ordinality
+    ), created AS (
         INSERT INTO monitoring.tb_error_log AS g
             (error_fingerprint, fingerprint_version, fingerprint_method, fingerprint_inputs, error_type,
              error_message, title, culprit, severity, first_seen, last_seen, environment, environments,
              services, release_version, first_release, stack_trace)
-        VALUES (fingerprint, (fp OPERATOR(pg_catalog.->>) 'fingerprint_version')::smallint,
-                fp OPERATOR(pg_catalog.->>) 'method', fp OPERATOR(pg_catalog.->) 'inputs', NEW.exception_type,
-                NEW.message, COALESCE(fp OPERATOR(pg_catalog.->>) 'group_title', fp OPERATOR(pg_catalog.->>) 'title', ''),
-                fp OPERATOR(pg_catalog.->>) 'culprit', NEW.level, NEW.occurred_at, NEW.occurred_at, NEW.environment,
-                ARRAY[NEW.environment], CASE WHEN NEW.service IS NULL THEN '{}' ELSE ARRAY[NEW.service] END, NEW.release_version,
-                NEW.release_version, NEW.stack_trace)
+        SELECT n.fingerprint, (n.fp OPERATOR(pg_catalog.->>) 'fingerprint_version')::smallint,
+               n.fp OPERATOR(pg_catalog.->>) 'method', n.fp OPERATOR(pg_catalog.->) 'inputs', n.exception_type,
+               n.message, COALESCE(n.fp OPERATOR(pg_catalog.->>) 'group_title', n.fp OPERATOR(pg_catalog.->>) 'title', ''),
+               n.fp OPERATOR(pg_catalog.->>) 'culprit', n.level, n.occurred_at, n.occurred_at, n.environment,
+               ARRAY[n.environment], CASE WHEN n.service IS NULL THEN '{}' ELSE ARRAY[n.service] END,
+               n.release_version, n.release_version, n.stack_trace
+        FROM firsts n
         ON CONFLICT (error_fingerprint) DO NOTHING
-        RETURNING * INTO grp;
-        IF FOUND THEN
-            INSERT INTO monitoring.error_activity (error_id, action, actor, details)
-            VALUES (grp.error_id, 'first_seen', NULL, pg_catalog.jsonb_build_object('release', NEW.release_version));
-        ELSE   -- created by a concurrent capture a moment ago
-            SELECT * INTO STRICT grp FROM monitoring.tb_error_log g
-            WHERE g.error_fingerprint OPERATOR(pg_catalog.=) fingerprint;
+        RETURNING g.error_id, g.release_version
+    )
+    INSERT INTO monitoring.error_activity (error_id, action, actor, details)
+    SELECT c.error_id, 'first_seen', NULL, pg_catalog.jsonb_build_object('release', c.release_version)
+    FROM created c;
+
+    -- Regressions and ignores that ran out: only groups not unresolved, which is rare.
+    FOR grp IN
+        SELECT g.* FROM monitoring.tb_error_log g
+        WHERE g.error_fingerprint OPERATOR(pg_catalog.=) ANY (prints) AND g.status OPERATOR(pg_catalog.<>) 'unresolved'
+    LOOP
+        IF grp.status OPERATOR(pg_catalog.=) 'resolved' THEN
+            -- Reopened unless every occurrence comes from a release older than the fix.
+            SELECT o.occurrence_id, o.release_version INTO reopening
+            FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(prints)) AS f(occurrence_id, fingerprint)
+            JOIN pg_catalog.unnest(kept) o ON o.occurrence_id OPERATOR(pg_catalog.=) f.occurrence_id
+            WHERE f.fingerprint OPERATOR(pg_catalog.=) grp.error_fingerprint
+              AND NOT monitoring._release_older(o.release_version, grp.resolved_in_release)
+            ORDER BY o.occurred_at
+            LIMIT 1;
+            IF FOUND THEN
+                UPDATE monitoring.tb_error_log g
+                SET status = 'unresolved', resolved_at = NULL, resolved_by = NULL, regressed_at = pg_catalog.now()
+                WHERE g.error_id OPERATOR(pg_catalog.=) grp.error_id AND g.status OPERATOR(pg_catalog.=) 'resolved';
+                IF FOUND THEN
+                    INSERT INTO monitoring.error_activity (error_id, action, details)
+                    VALUES (grp.error_id, 'regression', pg_catalog.jsonb_build_object(
+                        'release', reopening.release_version, 'resolved_in_release', grp.resolved_in_release,
+                        'occurrence_id', reopening.occurrence_id));
+                END IF;
+            END IF;
+        ELSIF grp.ignored_until OPERATOR(pg_catalog.<=) pg_catalog.now()
+              OR grp.ignored_until_count OPERATOR(pg_catalog.<=) (grp.occurrence_count OPERATOR(pg_catalog.+)
+                 (SELECT COALESCE(pg_catalog.sum(p.occurrences), 0) FROM monitoring.error_group_pending p
+                  WHERE p.error_id OPERATOR(pg_catalog.=) grp.error_id)) THEN
+            UPDATE monitoring.tb_error_log g
+            SET status = 'unresolved', ignored_until = NULL, ignored_until_count = NULL
+            WHERE g.error_id OPERATOR(pg_catalog.=) grp.error_id AND g.status OPERATOR(pg_catalog.=) 'ignored';
+            IF FOUND THEN
+                INSERT INTO monitoring.error_activity (error_id, action, details)
+                VALUES (grp.error_id, 'unignore', pg_catalog.jsonb_build_object('reason', 'ignore condition ran out'));
+            END IF;
         END IF;
-    ELSIF grp.status OPERATOR(pg_catalog.=) 'resolved'
-          AND NOT monitoring._release_older(NEW.release_version, grp.resolved_in_release) THEN
-        UPDATE monitoring.tb_error_log g
-        SET status = 'unresolved', resolved_at = NULL, resolved_by = NULL, regressed_at = pg_catalog.now()
-        WHERE g.error_id OPERATOR(pg_catalog.=) grp.error_id AND g.status OPERATOR(pg_catalog.=) 'resolved';
-        IF FOUND THEN
-            INSERT INTO monitoring.error_activity (error_id, action, details)
-            VALUES (grp.error_id, 'regression', pg_catalog.jsonb_build_object(
-                'release', NEW.release_version, 'resolved_in_release', grp.resolved_in_release,
-                'occurrence_id', NEW.occurrence_id));
-        END IF;
-    ELSIF grp.status OPERATOR(pg_catalog.=) 'ignored'
-          AND (grp.ignored_until OPERATOR(pg_catalog.<=) pg_catalog.now()
-               OR grp.ignored_until_count OPERATOR(pg_catalog.<=) (grp.occurrence_count OPERATOR(pg_catalog.+)
-                  (SELECT COALESCE(pg_catalog.sum(p.occurrences), 0) FROM monitoring.error_group_pending p
-                   WHERE p.error_id OPERATOR(pg_catalog.=) grp.error_id))) THEN
-        UPDATE monitoring.tb_error_log g
-        SET status = 'unresolved', ignored_until = NULL, ignored_until_count = NULL
-        WHERE g.error_id OPERATOR(pg_catalog.=) grp.error_id AND g.status OPERATOR(pg_catalog.=) 'ignored';
-        IF FOUND THEN
-            INSERT INTO monitoring.error_activity (error_id, action, details)
-            VALUES (grp.error_id, 'unignore', pg_catalog.jsonb_build_object('reason', 'ignore condition ran out'));
-        END IF;
-    END IF;
-    NEW.error_id := grp.error_id;
-    RETURN NEW;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT o.occurrence_id, g.error_id, o.occurred_at, o.client_timestamp, o.received_at, o.event_id,
+           o.exception_type, o.message, o.stack_trace,
+           -- frames parsed from the raw stack trace when none came with the event
+           COALESCE(o.frames, CASE WHEN pg_catalog.jsonb_array_length(f.fp OPERATOR(pg_catalog.->) 'frames') OPERATOR(pg_catalog.>) 0
+                                   THEN f.fp OPERATOR(pg_catalog.->) 'frames' END),
+           o.exception_chain, o.client_fingerprint, o.context, o.tags, o.user_info, o.request, o.environment,
+           o.release_version, o.service, o.server_name, o.transaction_name, o.logger, o.level, o.trace_id, o.span_id
+    FROM pg_catalog.unnest(kept) o
+    JOIN ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(results), pg_catalog.unnest(prints)) AS f(occurrence_id, fp, fingerprint)
+        ON f.occurrence_id OPERATOR(pg_catalog.=) o.occurrence_id
+    LEFT JOIN monitoring.tb_error_log g ON g.error_fingerprint OPERATOR(pg_catalog.=) f.fingerprint;
 END
 $$;
-COMMENT ON FUNCTION monitoring._error_occurrence_prepare() IS
-    'Trigger: dedupes by event id, applies limits, scrubs, fingerprints, finds or creates the group, detects regressions';
+COMMENT ON FUNCTION monitoring._prepare_error_occurrences(monitoring.tb_error_occurrence[]) IS
+    'Capture, set-based: dedupes by event id, applies limits, scrubs, fingerprints, finds or creates groups, detects regressions';
 
--- Folds the pending counter deltas of these groups into tb_error_log, set-based. It locks
--- the groups' rows first, skipping those another transaction holds (their deltas wait for the
--- next fold), so no two transactions fold one group and no writer waits. Returns how many.
-CREATE FUNCTION monitoring._fold_error_counters(p_error_ids uuid[])
+-- Folds counter deltas into tb_error_log, set-based: the fresh deltas of a capture
+-- (p_fresh) and those pending for these groups. It locks the groups' rows first, skipping
+-- those another transaction holds: their fresh deltas are written to error_group_pending and
+-- wait for the next fold. So no two transactions fold one group and no writer waits.
+-- Returns how many groups were folded.
+CREATE OR REPLACE FUNCTION monitoring._fold_error_counters(
+    p_error_ids uuid[], p_fresh monitoring.error_group_pending[] DEFAULT '{}')
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
     SET search_path = ''
+    SET plan_cache_mode = force_generic_plan   -- see the note at the top
 AS $$
 DECLARE
+    free uuid[];
     folded_groups integer;
 BEGIN
     -- Fixed order, so that two statements never wait on each other in a cycle.
-    WITH free AS MATERIALIZED (
+    free := ARRAY(
         SELECT g.error_id FROM monitoring.tb_error_log g
         WHERE g.error_id OPERATOR(pg_catalog.=) ANY (p_error_ids)
         ORDER BY g.error_id
-        FOR UPDATE SKIP LOCKED
-    ), taken AS (
+        FOR UPDATE SKIP LOCKED);
+    INSERT INTO monitoring.error_group_pending
+    SELECT f.* FROM pg_catalog.unnest(p_fresh) f WHERE f.error_id OPERATOR(pg_catalog.<>) ALL (free);
+
+    WITH taken AS (
         DELETE FROM monitoring.error_group_pending p
-        WHERE p.error_id IN (SELECT f.error_id FROM free f)
+        WHERE p.error_id OPERATOR(pg_catalog.=) ANY (free)
         RETURNING p.*
+    ), deltas AS (
+        SELECT t.* FROM taken t
+        UNION ALL
+        SELECT f.* FROM pg_catalog.unnest(p_fresh) f WHERE f.error_id OPERATOR(pg_catalog.=) ANY (free)
     ), summed AS (
         SELECT t.error_id, pg_catalog.sum(t.occurrences) AS occurrences, pg_catalog.sum(t.new_users) AS new_users,
                pg_catalog.min(t.first_seen) AS first_seen, pg_catalog.max(t.last_seen) AS last_seen,
                (pg_catalog.array_agg(t.environment ORDER BY t.last_seen DESC))[1] AS environment,
                (pg_catalog.array_agg(t.release_version ORDER BY t.last_seen DESC, t.release_version DESC)
                     FILTER (WHERE t.release_version IS NOT NULL))[1] AS release_version,
-               ARRAY(SELECT DISTINCT e FROM taken t2, pg_catalog.unnest(t2.environments) e
+               ARRAY(SELECT DISTINCT e FROM deltas t2, pg_catalog.unnest(t2.environments) e
                      WHERE t2.error_id OPERATOR(pg_catalog.=) t.error_id AND e IS NOT NULL) AS environments,
-               ARRAY(SELECT DISTINCT v FROM taken t3, pg_catalog.unnest(t3.services) v
+               ARRAY(SELECT DISTINCT v FROM deltas t3, pg_catalog.unnest(t3.services) v
                      WHERE t3.error_id OPERATOR(pg_catalog.=) t.error_id AND v IS NOT NULL) AS services
-        FROM taken t
+        FROM deltas t
         GROUP BY t.error_id
     ), folded AS (
         UPDATE monitoring.tb_error_log g
@@ -405,49 +563,79 @@ BEGIN
     RETURN folded_groups;
 END
 $$;
-COMMENT ON FUNCTION monitoring._fold_error_counters(uuid[]) IS 'Adds the pending counter deltas of these groups to tb_error_log';
+COMMENT ON FUNCTION monitoring._fold_error_counters(uuid[], monitoring.error_group_pending[]) IS
+    'Adds fresh and pending counter deltas of these groups to tb_error_log; a busy group''s fresh delta waits as pending';
 
--- After each INSERT statement: per group (not per row) record the counts as a delta, then fold
--- the deltas of every group whose row is free. If another transaction holds a group's row
--- (many writers on one fingerprint), its delta waits instead of the writer: the next capture
--- that gets the row, or run_maintenance(), folds it.
-CREATE FUNCTION monitoring._error_occurrence_count()
+-- Counts stored occurrences per group (not per row) and folds the counts into every group
+-- whose row is free. If another transaction holds a group's row (many writers on one
+-- fingerprint), its delta waits in error_group_pending instead of the writer: the next
+-- capture that gets the row, or run_maintenance(), folds it.
+CREATE OR REPLACE FUNCTION monitoring._count_error_occurrences(p_rows monitoring.tb_error_occurrence[])
+    RETURNS integer
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+    SET plan_cache_mode = force_generic_plan   -- see the note at the top
+AS $$
+DECLARE
+    folded_groups integer;
+BEGIN
+    WITH new_users AS (
+        INSERT INTO monitoring.error_group_user (error_id, user_key)
+        SELECT DISTINCT n.error_id, monitoring._user_key(n.user_info, n.context) FROM pg_catalog.unnest(p_rows) n
+        WHERE n.error_id IS NOT NULL AND monitoring._user_key(n.user_info, n.context) IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING error_id
+    ), fresh AS (
+        SELECT ROW(n.error_id, pg_catalog.count(*),
+               (SELECT pg_catalog.count(*) FROM new_users u WHERE u.error_id OPERATOR(pg_catalog.=) n.error_id),
+               pg_catalog.min(n.occurred_at), pg_catalog.max(n.occurred_at),
+               (pg_catalog.array_agg(n.environment ORDER BY n.occurred_at DESC))[1],
+               pg_catalog.array_agg(DISTINCT n.environment),
+               COALESCE(pg_catalog.array_agg(DISTINCT n.service) FILTER (WHERE n.service IS NOT NULL), '{}'),
+               -- "last release": the latest occurrence's; within one instant, the highest
+               (pg_catalog.array_agg(n.release_version ORDER BY n.occurred_at DESC, n.release_version DESC)
+                    FILTER (WHERE n.release_version IS NOT NULL))[1])::monitoring.error_group_pending AS delta
+        FROM pg_catalog.unnest(p_rows) n
+        WHERE n.error_id IS NOT NULL
+        GROUP BY n.error_id
+    )
+    SELECT monitoring._fold_error_counters(pg_catalog.array_agg((f.delta).error_id), pg_catalog.array_agg(f.delta))
+    INTO folded_groups
+    FROM fresh f;
+    RETURN folded_groups;
+END
+$$;
+COMMENT ON FUNCTION monitoring._count_error_occurrences(monitoring.tb_error_occurrence[]) IS
+    'Counts occurrences, users, environments and releases per group without making writers wait; returns the groups folded now';
+
+-- A plain INSERT into tb_error_occurrence is a capture too: this BEFORE ROW trigger prepares
+-- and counts the row through the same set-based functions as capture_errors(). The capture
+-- functions insert rows they have prepared already, with pg_observe.capture_prepared set,
+-- and the trigger's WHEN clause lets those through without a function call.
+CREATE OR REPLACE FUNCTION monitoring._error_occurrence_prepare()
     RETURNS trigger
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
     SET search_path = ''
 AS $$
+DECLARE
+    prepared monitoring.tb_error_occurrence;
 BEGIN
-    WITH new_users AS (
-        INSERT INTO monitoring.error_group_user (error_id, user_key)
-        SELECT DISTINCT n.error_id, monitoring._user_key(n.user_info, n.context) FROM new_rows n
-        WHERE monitoring._user_key(n.user_info, n.context) IS NOT NULL
-        ON CONFLICT DO NOTHING
-        RETURNING error_id
-    )
-    INSERT INTO monitoring.error_group_pending
-        (error_id, occurrences, new_users, first_seen, last_seen, environment, environments, services, release_version)
-    SELECT n.error_id, pg_catalog.count(*),
-           (SELECT pg_catalog.count(*) FROM new_users u WHERE u.error_id OPERATOR(pg_catalog.=) n.error_id),
-           pg_catalog.min(n.occurred_at), pg_catalog.max(n.occurred_at),
-           (pg_catalog.array_agg(n.environment ORDER BY n.occurred_at DESC))[1],
-           pg_catalog.array_agg(DISTINCT n.environment),
-           COALESCE(pg_catalog.array_agg(DISTINCT n.service) FILTER (WHERE n.service IS NOT NULL), '{}'),
-           -- "last release": the latest occurrence's; within one instant, the highest
-           (pg_catalog.array_agg(n.release_version ORDER BY n.occurred_at DESC, n.release_version DESC)
-                FILTER (WHERE n.release_version IS NOT NULL))[1]
-    FROM new_rows n
-    GROUP BY n.error_id;
-
-    PERFORM monitoring._fold_error_counters(ARRAY(SELECT DISTINCT n.error_id FROM new_rows n));
-    RETURN NULL;
+    -- The trigger runs on the partition: its row type is the partition's, hence ROW(NEW.*).
+    SELECT p.* INTO prepared FROM monitoring._prepare_error_occurrences(ARRAY[ROW(NEW.*)::monitoring.tb_error_occurrence]) p;
+    IF NOT FOUND THEN
+        RETURN NULL;   -- already stored: a retry of the same event
+    END IF;
+    PERFORM monitoring._count_error_occurrences(ARRAY[prepared]);
+    RETURN prepared;
 END
 $$;
-COMMENT ON FUNCTION monitoring._error_occurrence_count() IS
-    'Statement trigger: counts occurrences, users, environments and releases per group without making writers wait';
+COMMENT ON FUNCTION monitoring._error_occurrence_prepare() IS
+    'Trigger: a plain INSERT is captured like capture_error() (dedupe, limits, scrubbing, fingerprint, group, counters)';
 
-CREATE FUNCTION monitoring._fold_all_error_counters()
+CREATE OR REPLACE FUNCTION monitoring._fold_all_error_counters()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
@@ -460,7 +648,7 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._fold_all_error_counters() IS 'Maintenance task: folds every pending counter delta';
 
-CREATE FUNCTION monitoring._expire_error_event_ids()
+CREATE OR REPLACE FUNCTION monitoring._expire_error_event_ids()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
@@ -476,44 +664,65 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._expire_error_event_ids() IS 'Maintenance task: forgets event ids older than 30 days';
 
--- Capture: one event, or many in one round trip.
-CREATE FUNCTION monitoring.capture_error(p_event jsonb)
+-- Capture: one event, or many in one round trip. Both prepare the rows set-based, insert
+-- them (the row trigger lets prepared rows through), then count them per group.
+CREATE OR REPLACE FUNCTION monitoring._store_error_occurrences(p_events jsonb)
+    RETURNS monitoring.tb_error_occurrence[]
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+    SET plan_cache_mode = force_generic_plan   -- see the note at the top
+AS $$
+DECLARE
+    stored monitoring.tb_error_occurrence[];
+BEGIN
+    SELECT pg_catalog.array_agg(p) INTO stored
+    FROM monitoring._prepare_error_occurrences(ARRAY(SELECT r FROM monitoring._events_to_occurrences(p_events) r)) p;
+    IF stored IS NULL THEN
+        RETURN '{}'::monitoring.tb_error_occurrence[];
+    END IF;
+    PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'on', true);
+    INSERT INTO monitoring.tb_error_occurrence SELECT * FROM pg_catalog.unnest(stored);
+    PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'off', true);
+    PERFORM monitoring._count_error_occurrences(stored);
+    RETURN stored;
+END
+$$;
+COMMENT ON FUNCTION monitoring._store_error_occurrences(jsonb) IS
+    'Prepares, inserts and counts a JSON array of events; returns the rows stored';
+
+CREATE OR REPLACE FUNCTION monitoring.capture_error(p_event jsonb)
     RETURNS uuid
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
     SET search_path = ''
 AS $$
-DECLARE
-    r monitoring.tb_error_occurrence := monitoring._event_to_occurrence(p_event);
 BEGIN
-    INSERT INTO monitoring.tb_error_occurrence SELECT r.*;
-    RETURN r.occurrence_id;
+    IF p_event IS NULL OR pg_catalog.jsonb_typeof(p_event) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION 'an error event must be a JSON object, got %', COALESCE(pg_catalog.jsonb_typeof(p_event), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN ((monitoring._store_error_occurrences(pg_catalog.jsonb_build_array(p_event)))[1]).occurrence_id;
 END
 $$;
 COMMENT ON FUNCTION monitoring.capture_error(jsonb) IS
-    'Stores one error event (Sentry event JSON or the flat shape: exception_type, message, stack_trace, context, environment, trace_id, ...); returns the occurrence id';
+    'Stores one error event (Sentry event JSON or the flat shape: exception_type, message, stack_trace, context, environment, trace_id, ...); returns the occurrence id (NULL for an event id already stored)';
 
-CREATE FUNCTION monitoring.capture_errors(p_events jsonb)
+CREATE OR REPLACE FUNCTION monitoring.capture_errors(p_events jsonb)
     RETURNS bigint
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
     SET search_path = ''
 AS $$
-DECLARE
-    stored bigint;
 BEGIN
     IF pg_catalog.jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'capture_errors expects a JSON array of events, got %',
             COALESCE(pg_catalog.jsonb_typeof(p_events), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- LATERAL: "(f(e)).*" would call the function once per column.
-    INSERT INTO monitoring.tb_error_occurrence
-    SELECT r.* FROM pg_catalog.jsonb_array_elements(p_events) e, LATERAL monitoring._event_to_occurrence(e) r;
-    GET DIAGNOSTICS stored = ROW_COUNT;
-    RETURN stored;
+    RETURN pg_catalog.cardinality(monitoring._store_error_occurrences(p_events));
 END
 $$;
 COMMENT ON FUNCTION monitoring.capture_errors(jsonb) IS

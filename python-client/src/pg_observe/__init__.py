@@ -34,4 +34,4 @@ __all__ = [
     "init_async_error_tracker",
     "init_error_tracker",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"
