@@ -214,20 +214,6 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._fingerprint_rules() IS 'Enabled fingerprint rules as the JSON the fingerprint function reads';
 
--- The free-form fields the scrubber reads, as one JSON document. Inlinable SQL.
-CREATE OR REPLACE FUNCTION monitoring._scrub_document(p_row monitoring.tb_error_occurrence)
-    RETURNS jsonb
-    LANGUAGE sql
-    STABLE
-    PARALLEL SAFE
-AS $$
-    SELECT pg_catalog.jsonb_build_object(
-        'message', (p_row).message, 'context', (p_row).context, 'tags', (p_row).tags, 'user', (p_row).user_info,
-        'request', (p_row).request, 'stack_trace', (p_row).stack_trace)
-$$;
-COMMENT ON FUNCTION monitoring._scrub_document(monitoring.tb_error_occurrence) IS
-    'The fields of an occurrence that scrubbing applies to, as one JSON object';
-
 -- Scrubs one occurrence: one PL/Python call for all its free-form fields, or one per field
 -- when the whole could not be read (absurd nesting). Called only for rows the capture's
 -- cheap test flags.
@@ -238,7 +224,9 @@ CREATE OR REPLACE FUNCTION monitoring._scrub_occurrence(p_row monitoring.tb_erro
     SET search_path = ''
 AS $$
 DECLARE
-    scrubbed jsonb := monitoring._scrub(monitoring._scrub_document(p_row)::text, p_keys)::jsonb;
+    scrubbed jsonb := monitoring._scrub(pg_catalog.jsonb_build_object(
+        'message', p_row.message, 'context', p_row.context, 'tags', p_row.tags, 'user', p_row.user_info,
+        'request', p_row.request, 'stack_trace', p_row.stack_trace)::text, p_keys)::jsonb;
 BEGIN
     IF pg_catalog.jsonb_typeof(scrubbed) OPERATOR(pg_catalog.<>) 'object' THEN
         scrubbed := pg_catalog.jsonb_build_object(

@@ -18,12 +18,11 @@ SELECT is(
      WHERE p.pronamespace = 'monitoring'::regnamespace
        AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')),
     -- These pass the caller's search_path to pg_partman, which restores it session-wide;
-    -- the _fingerprint_cache_key, _scrub_document, _truncate and _user_key helpers are SQL the
+    -- the _fingerprint_cache_key, _truncate and _user_key helpers are SQL the
     -- planner inlines into the capture's queries, which a SET clause would prevent (every
     -- name in them is schema-qualified).
     ARRAY['monitoring._create_time_series(regclass,text,interval,interval,integer,text)',
           'monitoring._fingerprint_cache_key(monitoring.tb_error_occurrence,boolean)',
-          'monitoring._scrub_document(monitoring.tb_error_occurrence)',
           'monitoring._truncate(text,integer)', 'monitoring._user_key(jsonb,jsonb)',
           'monitoring.create_error_occurrence_partition(date)',
           'monitoring.drop_old_error_occurrence_partitions(integer)',
