@@ -93,16 +93,7 @@ $$;
 COMMENT ON FUNCTION monitoring.run_maintenance() IS
     'All periodic work of pg_observe: premake and expire partitions, empty default partitions, then every maintenance_task; what the pg_cron job runs';
 
--- The jobs pg_observe needs, as one list, so that scheduling and cleanup agree.
-CREATE FUNCTION monitoring._maintenance_jobs()
-    RETURNS TABLE (job_name text, schedule text, command text)
-    LANGUAGE sql
-    IMMUTABLE
-    SET search_path = ''
-AS $$
-    VALUES ('pg_observe_maintenance', '*/5 * * * *', 'SELECT monitoring.run_maintenance()')
-$$;
-COMMENT ON FUNCTION monitoring._maintenance_jobs() IS 'pg_cron jobs that schedule_maintenance() registers';
+-- @include sql/include/maintenance_jobs.sql
 
 -- pg_cron always makes schema cron, where it is installed at all. Callers name it through a
 -- variable, so that the static check of their bodies does not need pg_cron installed.

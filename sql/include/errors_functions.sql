@@ -617,6 +617,7 @@ BEGIN
         RETURN NULL;   -- already stored: a retry of the same event
     END IF;
     PERFORM monitoring._count_error_occurrences(ARRAY[prepared]);
+    PERFORM monitoring._queue_error_notifications(ARRAY[prepared], false);
     RETURN prepared;
 END
 $$;
@@ -673,6 +674,9 @@ BEGIN
     INSERT INTO monitoring.tb_error_occurrence SELECT * FROM pg_catalog.unnest(stored);
     PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'off', true);
     PERFORM monitoring._count_error_occurrences(stored);
+    -- The notification rules, with the counts up to date and in the same transaction: a
+    -- rollback of the capture takes its notifications with it.
+    PERFORM monitoring._queue_error_notifications(stored, true);
     RETURN stored;
 END
 $$;

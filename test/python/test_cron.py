@@ -21,16 +21,20 @@ def cron_conn():
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         conn.execute("DROP EXTENSION IF EXISTS pg_observe CASCADE")
         conn.execute("CREATE EXTENSION pg_observe CASCADE")
-        yield conn
+        try:
+            yield conn
+        finally:
+            conn.execute("SELECT monitoring.unschedule_maintenance()")
 
 
 def test_schedule_maintenance_is_idempotent(cron_conn: psycopg.Connection) -> None:
     first = cron_conn.execute("SELECT job_name, schedule, jobid FROM monitoring.schedule_maintenance()").fetchall()
     second = cron_conn.execute("SELECT job_name, schedule, jobid FROM monitoring.schedule_maintenance()").fetchall()
-    assert [r[0] for r in first] == ["pg_observe_maintenance"]
+    assert [r[0] for r in first] == ["pg_observe_maintenance", "pg_observe_notifications"]
     assert first == second
-    jobs = cron_conn.execute("SELECT count(*) FROM cron.job WHERE jobname = 'pg_observe_maintenance'").fetchone()
-    assert jobs == (1,)
+    jobs = cron_conn.execute("SELECT jobname, count(*) FROM cron.job WHERE jobname LIKE 'pg_observe%'"
+                             " GROUP BY jobname ORDER BY 1").fetchall()
+    assert jobs == [("pg_observe_maintenance", 1), ("pg_observe_notifications", 1)]
 
 
 def test_pg_cron_runs_maintenance(cron_conn: psycopg.Connection) -> None:
@@ -62,3 +66,28 @@ def test_schedule_without_pg_cron_is_a_notice(dsn: str) -> None:
         rows = conn.execute("SELECT * FROM monitoring.schedule_maintenance()").fetchall()
     assert rows == []
     assert any("pg_cron is not installed" in n for n in notices)
+
+
+def test_pg_cron_backstop_delivers_notifications_without_a_worker(cron_conn: psycopg.Connection) -> None:
+    """No worker runs: the every-minute pg_cron job calls the dispatcher and the receiver gets it."""
+    from test_notifications import Receiver
+
+    receiver = Receiver()
+    try:
+        cron_conn.execute("SELECT monitoring.schedule_maintenance()")
+        config_id = cron_conn.execute(
+            "INSERT INTO monitoring.tb_error_notification_config (error_type, channel_config)"
+            " VALUES ('CronBackstopError', jsonb_build_object('url', %s::text)) RETURNING config_id",
+            (receiver.url,)).fetchone()[0]
+        cron_conn.execute("""SELECT monitoring.capture_error('{"exception_type": "CronBackstopError",'
+                          ' "message": "no worker here", "fingerprint": ["cron-backstop"]}')""")
+        deadline = time.monotonic() + 130
+        while time.monotonic() < deadline and not receiver.requests:
+            time.sleep(1)
+        assert receiver.requests, "the pg_cron job did not deliver within 130 s"
+        assert receiver.bodies()[0]["error_fingerprint"] == "cron-backstop"
+        status = cron_conn.execute("SELECT status FROM monitoring.notification_queue WHERE config_id = %s",
+                                   (config_id,)).fetchone()
+        assert status == ("sent",)
+    finally:
+        receiver.close()

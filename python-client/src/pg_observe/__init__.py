@@ -2,7 +2,8 @@
 
 Error tracking (:func:`init_error_tracker`, :func:`init_async_error_tracker`), a logging
 handler (:class:`ErrorTrackingHandler`), an ASGI middleware (:mod:`pg_observe.asgi`) and a
-sentry-sdk transport (:mod:`pg_observe.sentry`, needs the ``sentry`` extra). Every grouping,
+sentry-sdk transport (:mod:`pg_observe.sentry`, needs the ``sentry`` extra), and the
+notification worker (:class:`NotificationWorker`, ``pg-observe worker``). Every grouping,
 fingerprinting and scrubbing rule runs in the database; the client builds events and calls
 stored functions.
 """
@@ -19,6 +20,7 @@ from pg_observe.errors import (
 )
 from pg_observe.events import build_event, event_from_exception, event_from_message
 from pg_observe.logging_handler import ErrorTrackingHandler
+from pg_observe.worker import NotificationWorker
 
 __all__ = [
     "AsyncErrorTracker",
@@ -27,6 +29,7 @@ __all__ = [
     "ErrorTracker",
     "ErrorTrackingHandler",
     "EventId",
+    "NotificationWorker",
     "TrackerStats",
     "build_event",
     "event_from_exception",
@@ -34,4 +37,4 @@ __all__ = [
     "init_async_error_tracker",
     "init_error_tracker",
 ]
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 
 import psycopg
@@ -29,13 +31,41 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from pg_observe.worker import NotificationWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    worker = NotificationWorker(_dsn(args), interval=args.interval, max_messages=args.max_messages, name=args.name)
+    if args.once:
+        with psycopg.connect(_dsn(args), autocommit=True) as conn:
+            worker.dispatch_once(conn)
+        totals = worker.totals
+        print(f"{totals.sent} sent, {totals.failed} failed, {totals.dead} dead")
+        return 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pg-observe", description="pg_observe command-line tool")
     parser.add_argument("--dsn", help="libpq connection string (default: $PG_OBSERVE_DSN, then libpq's PG* variables)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("install", help="CREATE EXTENSION pg_observe CASCADE").set_defaults(func=_cmd_install)
     sub.add_parser("migrate", help="ALTER EXTENSION pg_observe UPDATE to the installed version").set_defaults(
-        func=_cmd_migrate)
+        func=_cmd_migrate
+    )
+    worker = sub.add_parser(
+        "worker", help="deliver notifications: LISTEN and call monitoring.dispatch_notifications() on each wake-up"
+    )
+    worker.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between dispatcher calls without a wake-up (default 1)"
+    )
+    worker.add_argument("--max-messages", type=int, default=1000, help="messages per dispatcher call (default 1000)")
+    worker.add_argument("--name", help="dispatcher label in the delivery log (default worker@host/pid)")
+    worker.add_argument("--once", action="store_true", help="call the dispatcher once and exit")
+    worker.set_defaults(func=_cmd_worker)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,14 @@
+-- Included by sql/020_maintenance.sql and by the upgrade scripts.
+
+-- The jobs pg_observe needs, as one list, so that scheduling and cleanup agree.
+CREATE OR REPLACE FUNCTION monitoring._maintenance_jobs()
+    RETURNS TABLE (job_name text, schedule text, command text)
+    LANGUAGE sql
+    IMMUTABLE
+    SET search_path = ''
+AS $$
+    VALUES ('pg_observe_maintenance', '*/5 * * * *', 'SELECT monitoring.run_maintenance()'),
+           -- the backstop of pg-observe worker: delivers notifications when no worker runs
+           ('pg_observe_notifications', '* * * * *', 'CALL monitoring.dispatch_notifications()')
+$$;
+COMMENT ON FUNCTION monitoring._maintenance_jobs() IS 'pg_cron jobs that schedule_maintenance() registers';
