@@ -14,6 +14,7 @@ GRANT SELECT ON monitoring.notification_rules, monitoring.notification_queue, mo
     TO observe_reader;
 GRANT EXECUTE ON FUNCTION monitoring._redact_channel_config(jsonb) TO observe_reader;
 
+GRANT USAGE ON SCHEMA monitoring TO observe_dispatcher;
 GRANT EXECUTE ON PROCEDURE monitoring.dispatch_notifications(integer, text, integer, integer, integer)
     TO observe_dispatcher;
 GRANT EXECUTE ON FUNCTION monitoring._claim_notifications(integer, text, uuid),

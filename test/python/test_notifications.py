@@ -413,6 +413,28 @@ def test_worker_delivers_within_a_second(conn, dsn, receiver) -> None:
         assert worker.wait(timeout=10) == 0
 
 
+def test_worker_as_a_login_role_with_only_observe_dispatcher(conn, dsn, receiver) -> None:
+    """The documented set-up: a login role granted observe_dispatcher and nothing else."""
+    role = f"notifier_{os.getpid()}"
+    conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        conn.execute(f"GRANT observe_dispatcher TO {role}")
+        rule(conn, channel_config={"url": receiver.url, "secret": "only-the-owner-reads-this"})
+        capture(conn)
+        role_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)
+        with psycopg.connect(role_dsn, autocommit=True) as worker_conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                worker_conn.execute("SELECT channel_config FROM monitoring.tb_error_notification_config")
+        done = subprocess.run([*WORKER, "worker", "--once"], env={**os.environ, "PG_OBSERVE_DSN": role_dsn},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "1 sent, 0 failed, 0 dead"
+        assert len(receiver.requests) == 1
+    finally:
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE {role}")
+
+
 def test_killed_dispatcher_loses_nothing(conn, dsn, receiver) -> None:
     """SIGKILL the worker and terminate its backend in the middle of a batch: after the claim
     expires another dispatcher sends the rest; duplicates only with the same idempotency key."""

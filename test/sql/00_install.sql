@@ -1,7 +1,7 @@
 -- What CREATE EXTENSION pg_observe CASCADE leaves in place, and the house rules every
 -- object follows (comments, search_path, definer functions closed to PUBLIC).
 BEGIN;
-SELECT plan(17);
+SELECT plan(19);
 
 SELECT has_schema('monitoring');
 SELECT has_extension('pg_observe');
@@ -11,6 +11,8 @@ SELECT has_role('observe_reader');
 SELECT has_role('observe_admin');
 SELECT is_member_of('observe_writer', 'observe_admin');
 SELECT is_member_of('observe_reader', 'observe_admin');
+SELECT has_role('observe_dispatcher');
+SELECT is_member_of('observe_dispatcher', 'observe_admin');
 SELECT is_member_of('pg_monitor', 'observe_reader');
 
 SELECT is(
