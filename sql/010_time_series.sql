@@ -275,3 +275,5 @@ AS $$
 $$;
 COMMENT ON FUNCTION monitoring.set_retention(regclass, interval) IS
     'Changes how long a time-series table keeps data (NULL: forever); pg_partman drops older partitions at the next run_maintenance()';
+
+-- @include sql/include/time_series_retention.sql

@@ -74,46 +74,7 @@ $$;
 COMMENT ON FUNCTION monitoring.ensure_error_occurrence_partitions(integer) IS
     'Seed-compatible: partitions for this month and the next months_ahead months; reports which were created';
 
-CREATE FUNCTION monitoring._drop_old_error_occurrence_partitions(retention_months integer, p_caller_search_path text)
-    RETURNS TABLE (partition_name text, dropped boolean)
-    LANGUAGE plpgsql
-    VOLATILE
-    SECURITY DEFINER
-    SET search_path = ''
-AS $$
-DECLARE
-    partman name := monitoring._partman_schema();
-    before_drop text[];
-BEGIN
-    IF retention_months IS NULL OR retention_months OPERATOR(pg_catalog.<) 1 THEN
-        RAISE EXCEPTION 'retention_months must be at least 1, got %', retention_months
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT pg_catalog.array_agg(c.relname::text) INTO before_drop
-    FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
-    WHERE i.inhparent OPERATOR(pg_catalog.=) 'monitoring.tb_error_occurrence'::regclass;
-    PERFORM pg_catalog.set_config('search_path', p_caller_search_path, true);
-    EXECUTE pg_catalog.format('SELECT %I.drop_partition_time($1, $2, false, false)', partman)
-        USING 'monitoring.tb_error_occurrence', pg_catalog.make_interval(months => retention_months);
-    RETURN QUERY
-        SELECT b, true FROM pg_catalog.unnest(before_drop) b
-        WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c
-                          WHERE c.relnamespace OPERATOR(pg_catalog.=) 'monitoring'::regnamespace
-                            AND c.relname OPERATOR(pg_catalog.=) b)
-        ORDER BY b;
-END
-$$;
-COMMENT ON FUNCTION monitoring._drop_old_error_occurrence_partitions(integer, text) IS 'Body of drop_old_error_occurrence_partitions()';
-
-CREATE FUNCTION monitoring.drop_old_error_occurrence_partitions(retention_months integer)
-    RETURNS TABLE (partition_name text, dropped boolean)
-    LANGUAGE sql
-    VOLATILE
-AS $$
-    SELECT * FROM monitoring._drop_old_error_occurrence_partitions(retention_months, pg_catalog.current_setting('search_path'))
-$$;
-COMMENT ON FUNCTION monitoring.drop_old_error_occurrence_partitions(integer) IS
-    'Seed-compatible: drops tb_error_occurrence partitions entirely older than retention_months (pg_partman); lists them';
+-- drop_old_error_occurrence_partitions() is in sql/include/time_series_retention.sql.
 
 CREATE FUNCTION monitoring.get_partition_stats()
     RETURNS TABLE (table_name text, partition_name text, row_count bigint, total_size text, index_size text)

@@ -3,6 +3,9 @@
 -- pg_cron jobs include the notification backstop. New and changed objects come from the same
 -- files as a fresh install; make test compares an upgraded database with a fresh one.
 
+-- The drop_old_*_partitions() functions now share one body.
+DROP FUNCTION monitoring._drop_old_error_occurrence_partitions(integer, text);
+-- @include sql/include/time_series_retention.sql
 -- @include sql/include/maintenance_jobs.sql
 -- @include sql/include/errors_functions.sql
 -- @include sql/200_notifications.sql
