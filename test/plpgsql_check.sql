@@ -2,6 +2,9 @@
 -- against a table they are attached to (with its transition tables); one attached nowhere
 -- counts as an error.
 \pset footer off
+-- The change-log triggers are attached by track_changes() to users' tables: give them one.
+CREATE TEMP TABLE plpgsql_check_tracked (id integer PRIMARY KEY, note text);
+SELECT monitoring.track_changes('plpgsql_check_tracked') \gset
 CREATE TEMP TABLE plpgsql_check_result AS
 WITH fns AS (
     SELECT p.oid, p.prorettype = 'trigger'::regtype AS is_trigger, t.tgrelid AS relid,

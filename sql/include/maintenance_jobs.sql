@@ -9,6 +9,8 @@ CREATE OR REPLACE FUNCTION monitoring._maintenance_jobs()
 AS $$
     VALUES ('pg_observe_maintenance', '*/5 * * * *', 'SELECT monitoring.run_maintenance()'),
            -- the backstop of pg-observe worker: delivers notifications when no worker runs
-           ('pg_observe_notifications', '* * * * *', 'CALL monitoring.dispatch_notifications()')
+           ('pg_observe_notifications', '* * * * *', 'CALL monitoring.dispatch_notifications()'),
+           -- pg_cron 1.4 has no sub-minute schedule: per-minute rollups run every minute
+           ('pg_observe_metric_rollups', '* * * * *', 'SELECT monitoring.rollup_metrics()')
 $$;
 COMMENT ON FUNCTION monitoring._maintenance_jobs() IS 'pg_cron jobs that schedule_maintenance() registers';

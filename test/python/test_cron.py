@@ -30,11 +30,11 @@ def cron_conn():
 def test_schedule_maintenance_is_idempotent(cron_conn: psycopg.Connection) -> None:
     first = cron_conn.execute("SELECT job_name, schedule, jobid FROM monitoring.schedule_maintenance()").fetchall()
     second = cron_conn.execute("SELECT job_name, schedule, jobid FROM monitoring.schedule_maintenance()").fetchall()
-    assert [r[0] for r in first] == ["pg_observe_maintenance", "pg_observe_notifications"]
+    assert [r[0] for r in first] == ["pg_observe_maintenance", "pg_observe_notifications", "pg_observe_metric_rollups"]
     assert first == second
     jobs = cron_conn.execute("SELECT jobname, count(*) FROM cron.job WHERE jobname LIKE 'pg_observe%'"
                              " GROUP BY jobname ORDER BY 1").fetchall()
-    assert jobs == [("pg_observe_maintenance", 1), ("pg_observe_notifications", 1)]
+    assert jobs == [("pg_observe_maintenance", 1), ("pg_observe_metric_rollups", 1), ("pg_observe_notifications", 1)]
 
 
 def test_pg_cron_runs_maintenance(cron_conn: psycopg.Connection) -> None:

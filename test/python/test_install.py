@@ -45,8 +45,8 @@ def test_drop_extension_leaves_nothing_behind(scratch_db: str) -> None:
         conn.execute("CREATE EXTENSION pg_observe")
         conn.execute("SELECT monitoring.capture_error('{\"exception_type\": \"E\"}')")
         conn.execute("SELECT * FROM monitoring.run_maintenance()")
-        # the occurrences and the notification log
-        assert conn.execute("SELECT count(*) FROM partman.part_config").fetchone() == (2,)
+        # occurrences, notification log, rejected telemetry, spans, metrics, rollups, change log
+        assert conn.execute("SELECT count(*) FROM partman.part_config").fetchone() == (7,)
         conn.execute("DROP EXTENSION pg_observe CASCADE")
         after = _inventory(conn)
         assert after - before == set()
@@ -65,7 +65,9 @@ def test_pg_partman_in_a_schema_of_its_own(scratch_db: str) -> None:
             "SELECT count(*) FROM tools.part_config WHERE parent_table = 'monitoring.tb_error_occurrence'"
         ).fetchone() == (1,)
         rows = conn.execute("SELECT target FROM monitoring.run_maintenance() WHERE task = 'partitions'").fetchall()
-        assert rows == [("monitoring.tb_error_notification_log",), ("monitoring.tb_error_occurrence",)]
+        assert rows == [("monitoring.metric_rollups_1m",), ("monitoring.metrics",), ("monitoring.rejected_telemetry",),
+                        ("monitoring.spans",), ("monitoring.tb_entity_change_log",),
+                        ("monitoring.tb_error_notification_log",), ("monitoring.tb_error_occurrence",)]
         assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
 
 
