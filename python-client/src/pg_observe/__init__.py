@@ -1,6 +1,8 @@
 """pg_observe: the thin Python client of the pg_observe PostgreSQL extension.
 
-Error tracking (:func:`init_error_tracker`, :func:`init_async_error_tracker`), a logging
+Error tracking (:func:`init_error_tracker`, :func:`init_async_error_tracker`), metrics
+(:class:`MetricsRecorder`), OpenTelemetry spans (:mod:`pg_observe.otel`, needs the ``otel`` extra;
+``pg-observe otlp-receiver`` for any other SDK), a logging
 handler (:class:`ErrorTrackingHandler`), an ASGI middleware (:mod:`pg_observe.asgi`) and a
 sentry-sdk transport (:mod:`pg_observe.sentry`, needs the ``sentry`` extra), and the
 notification worker (:class:`NotificationWorker`, ``pg-observe worker``). Every grouping,
@@ -20,6 +22,7 @@ from pg_observe.errors import (
 )
 from pg_observe.events import build_event, event_from_exception, event_from_message
 from pg_observe.logging_handler import ErrorTrackingHandler
+from pg_observe.metrics import MetricsRecorder, MetricsStats
 from pg_observe.worker import NotificationWorker
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "ErrorTracker",
     "ErrorTrackingHandler",
     "EventId",
+    "MetricsRecorder",
+    "MetricsStats",
     "NotificationWorker",
     "TrackerStats",
     "build_event",
@@ -37,4 +42,4 @@ __all__ = [
     "init_async_error_tracker",
     "init_error_tracker",
 ]
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 import psycopg
 
@@ -48,6 +49,26 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_otlp_receiver(args: argparse.Namespace) -> int:
+    from pg_observe.otlp_receiver import PROTOBUF_AVAILABLE, OTLPReceiver
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # its INFO lines are about pool growth
+    receiver = OTLPReceiver(_dsn(args), host=args.host, port=args.port, max_body_bytes=args.max_body_bytes)
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    receiver.start()
+    logging.getLogger("pg_observe.otlp_receiver").info(
+        "receiving OTLP/HTTP traces on %s (JSON%s)", receiver.url,
+        ", protobuf" if PROTOBUF_AVAILABLE else "; protobuf needs opentelemetry-proto",
+    )
+    while not stopping.wait(1.0):
+        pass
+    receiver.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pg-observe", description="pg_observe command-line tool")
     parser.add_argument("--dsn", help="libpq connection string (default: $PG_OBSERVE_DSN, then libpq's PG* variables)")
@@ -66,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--name", help="dispatcher label in the delivery log (default worker@host/pid)")
     worker.add_argument("--once", action="store_true", help="call the dispatcher once and exit")
     worker.set_defaults(func=_cmd_worker)
+    receiver = sub.add_parser(
+        "otlp-receiver", help="receive OTLP/HTTP traces (POST /v1/traces) and store them with ingest_otlp_traces()"
+    )
+    receiver.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    receiver.add_argument("--port", type=int, default=4318, help="port to listen on (default 4318, OTLP/HTTP's)")
+    receiver.add_argument(
+        "--max-body-bytes", type=int, default=16 * 1024 * 1024,
+        help="largest request body, compressed or not (default 16 MiB); larger ones get 413",
+    )
+    receiver.set_defaults(func=_cmd_otlp_receiver)
     args = parser.parse_args(argv)
     return args.func(args)
 
