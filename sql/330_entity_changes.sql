@@ -36,7 +36,7 @@ COMMENT ON COLUMN monitoring.tb_entity_change_log.span_id IS 'The transaction''s
 COMMENT ON COLUMN monitoring.tb_entity_change_log.changed_by IS 'The database role that made the change';
 COMMENT ON COLUMN monitoring.tb_entity_change_log.application_user IS
     'The transaction''s pg_observe.user_id setting: the application''s user, when the client sets it';
-COMMENT ON COLUMN monitoring.tb_entity_change_log.table_name IS 'The tracked table, schema-qualified';
+COMMENT ON COLUMN monitoring.tb_entity_change_log.table_name IS 'The table changed, schema-qualified (for a partitioned table, its partition)';
 
 CREATE INDEX tb_entity_change_log_trace_id_idx ON monitoring.tb_entity_change_log (trace_id)
     WHERE trace_id IS NOT NULL;

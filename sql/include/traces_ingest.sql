@@ -3,8 +3,51 @@
 -- ids, no name, no start time, not an object) is found by expressions, and the span goes to
 -- rejected_telemetry; what can be repaired is repaired and named in the row's repairs.
 
--- The statement that stores one batch. The caller (ingest_spans) retries span by span when
--- a value the checks let through still fails (an impossible calendar date, say).
+-- The fields of each span of a batch, with nothing decided yet: both statements of
+-- _store_spans() read them. SQL the planner inlines (so no SET clause; every name is
+-- schema-qualified).
+CREATE FUNCTION monitoring._span_fields(p_spans jsonb)
+    RETURNS TABLE (span jsonb, is_object boolean, trace_id_given text, span_id_given text, trace_id text, span_id text,
+                   parent_given text, parent_span_id text, name text,
+                   start_given timestamptz, end_given timestamptz, kind_given text, status_given text,
+                   resource_given jsonb, attributes_given jsonb, events_given jsonb, links_given jsonb)
+    LANGUAGE sql
+    STABLE
+    PARALLEL SAFE
+AS $$
+    SELECT f.span, f.is_object, f.trace_id_given, f.span_id_given,
+           monitoring._otel_trace_id(f.trace_id_given), monitoring._otel_span_id(f.span_id_given),
+           f.parent_given, monitoring._otel_span_id(f.parent_given), f.name, f.start_given, f.end_given,
+           f.kind_given, f.status_given, f.resource_given, f.attributes_given, f.events_given, f.links_given
+    FROM (
+    SELECT e.value AS span,
+           pg_catalog.jsonb_typeof(e.value) OPERATOR(pg_catalog.=) 'object' AS is_object,
+           e.value OPERATOR(pg_catalog.->>) 'trace_id' AS trace_id_given,
+           e.value OPERATOR(pg_catalog.->>) 'span_id' AS span_id_given,
+           NULLIF(e.value OPERATOR(pg_catalog.->>) 'parent_span_id', '') AS parent_given,
+           COALESCE(e.value OPERATOR(pg_catalog.->>) 'name', e.value OPERATOR(pg_catalog.->>) 'operation_name') AS name,
+           monitoring._otel_time(e.value OPERATOR(pg_catalog.->>) 'start_time_unix_nano',
+                                 e.value OPERATOR(pg_catalog.->>) 'start_time') AS start_given,
+           monitoring._otel_time(e.value OPERATOR(pg_catalog.->>) 'end_time_unix_nano',
+                                 e.value OPERATOR(pg_catalog.->>) 'end_time') AS end_given,
+           pg_catalog.lower(e.value OPERATOR(pg_catalog.->>) 'kind') AS kind_given,
+           pg_catalog.lower(COALESCE(e.value OPERATOR(pg_catalog.->>) 'status_code',
+                                     e.value OPERATOR(pg_catalog.#>>) '{status,code}')) AS status_given,
+           e.value OPERATOR(pg_catalog.->) 'resource' AS resource_given,
+           e.value OPERATOR(pg_catalog.->) 'attributes' AS attributes_given,
+           e.value OPERATOR(pg_catalog.->) 'events' AS events_given,
+           e.value OPERATOR(pg_catalog.->) 'links' AS links_given
+    FROM pg_catalog.jsonb_array_elements(p_spans) AS e
+    OFFSET 0) f
+$$;
+COMMENT ON FUNCTION monitoring._span_fields(jsonb) IS 'The fields of each span of a batch, as _store_spans() reads them';
+
+-- Stores one batch: one INSERT of the storable spans, and only when some were not stored, a
+-- second statement that keeps the unstorable ones with their reason. The "OFFSET 0" fences
+-- make each field be computed once per span (PostgreSQL repeats an expression for every
+-- reference to it otherwise), without materializing the batch. The caller (ingest_spans)
+-- retries span by span when a value the checks let through still fails (a date like
+-- 2024-02-30).
 CREATE FUNCTION monitoring._store_spans(p_spans jsonb, OUT accepted integer, OUT duplicates integer,
                                         OUT rejected integer)
     LANGUAGE plpgsql
@@ -16,59 +59,19 @@ DECLARE
     oldest timestamptz;
     newest timestamptz := pg_catalog.now() + interval '1 day';
 BEGIN
-    -- A start time older than the retention or over a day ahead is a wrong clock: such a
-    -- span is stored at the time received (keeping its duration), the original kept.
-    SELECT pg_catalog.now() - c.retention INTO oldest
+    -- A start time before the oldest partition and the retention, or over a day ahead, is a
+    -- wrong clock: such a span is stored at the time received (keeping its duration), the
+    -- original kept.
+    SELECT GREATEST(pg_catalog.now() - c.retention, monitoring._oldest_partition_start('monitoring.spans'))
+        INTO oldest
     FROM monitoring.time_series_config c WHERE c.parent_table = 'monitoring.spans';
     oldest := COALESCE(oldest, '-infinity');
 
-    WITH raw AS (
-        SELECT e.value AS span,
-               pg_catalog.jsonb_typeof(e.value) = 'object' AS is_object,
-               monitoring._otel_trace_id(e.value ->> 'trace_id') AS trace_id,
-               monitoring._otel_span_id(e.value ->> 'span_id') AS span_id,
-               NULLIF(e.value ->> 'parent_span_id', '') AS parent_given,
-               COALESCE(e.value ->> 'name', e.value ->> 'operation_name') AS name,
-               monitoring._otel_time(e.value ->> 'start_time_unix_nano',
-                                     e.value ->> 'start_time') AS start_given,
-               monitoring._otel_time(e.value ->> 'end_time_unix_nano',
-                                     e.value ->> 'end_time') AS end_given,
-               pg_catalog.lower(pg_catalog.regexp_replace(e.value ->> 'kind', '^SPAN_KIND_', '', 'i')) AS kind_given,
-               pg_catalog.lower(pg_catalog.regexp_replace(
-                   COALESCE(e.value ->> 'status_code', e.value #>> '{status,code}'),
-                   '^STATUS_CODE_', '', 'i')) AS status_given,
-               e.value -> 'resource' AS resource_given
-        FROM pg_catalog.jsonb_array_elements(p_spans) AS e
-    ), checked AS MATERIALIZED (
-        SELECT r.*,
-               CASE
-                   WHEN NOT r.is_object THEN 'a span must be a JSON object'
-                   WHEN r.trace_id IS NULL THEN pg_catalog.format('trace_id %s is not 32 hex digits (nor all zeros)',
-                       pg_catalog.left(COALESCE(r.span ->> 'trace_id', 'NULL'), 64))
-                   WHEN r.span_id IS NULL THEN pg_catalog.format('span_id %s is not 16 hex digits (nor all zeros)',
-                       pg_catalog.left(COALESCE(r.span ->> 'span_id', 'NULL'), 64))
-                   WHEN COALESCE(r.name, '') = '' THEN 'a span needs a name'
-                   WHEN r.start_given IS NULL THEN
-                       'start_time_unix_nano (digits) or start_time (ISO 8601) is missing or invalid'
-               END AS problem,
-               r.start_given < oldest OR r.start_given > newest AS wrong_clock,
-               CASE r.kind_given
-                   WHEN '0' THEN 'unspecified' WHEN '1' THEN 'internal' WHEN '2' THEN 'server'
-                   WHEN '3' THEN 'client' WHEN '4' THEN 'producer' WHEN '5' THEN 'consumer'
-                   WHEN 'unspecified' THEN 'unspecified' WHEN 'internal' THEN 'internal' WHEN 'server' THEN 'server'
-                   WHEN 'client' THEN 'client' WHEN 'producer' THEN 'producer' WHEN 'consumer' THEN 'consumer'
-               END AS kind,
-               CASE r.status_given
-                   WHEN '0' THEN 0 WHEN 'unset' THEN 0 WHEN '1' THEN 1 WHEN 'ok' THEN 1 WHEN '2' THEN 2 WHEN 'error' THEN 2
-               END::smallint AS status_code,
-               COALESCE(r.end_given >= r.start_given, false) AS end_ok
-        FROM raw r
-    ), stored AS (
         INSERT INTO monitoring.spans AS s
             (trace_id, span_id, parent_span_id, trace_state, service, operation_name, kind, start_time, end_time,
              duration_ms, status_code, status_message, attributes, events, links, resource, scope, environment,
              repairs, client_start_time)
-        SELECT c.trace_id, c.span_id, monitoring._otel_span_id(c.parent_given),
+        SELECT c.trace_id, c.span_id, c.parent_span_id,
                c.span ->> 'trace_state',
                pg_catalog.left(COALESCE(NULLIF(c.span ->> 'service', ''),
                                         c.resource_given ->> 'service.name', 'unknown_service'), 256),
@@ -86,20 +89,20 @@ BEGIN
                COALESCE(c.status_code, 0),
                NULLIF(COALESCE(c.span ->> 'status_message',
                                           c.span #>> '{status,message}'), ''),
-               CASE COALESCE(pg_catalog.jsonb_typeof(c.span -> 'attributes'), 'null')
-                   WHEN 'object' THEN c.span -> 'attributes'
+               CASE COALESCE(pg_catalog.jsonb_typeof(c.attributes_given), 'null')
+                   WHEN 'object' THEN c.attributes_given
                    WHEN 'null' THEN '{}'
-                   ELSE pg_catalog.jsonb_build_object('pg_observe.invalid_attributes', c.span -> 'attributes')
+                   ELSE pg_catalog.jsonb_build_object('pg_observe.invalid_attributes', c.attributes_given)
                END,
-               CASE COALESCE(pg_catalog.jsonb_typeof(c.span -> 'events'), 'null')
-                   WHEN 'array' THEN c.span -> 'events'
+               CASE COALESCE(pg_catalog.jsonb_typeof(c.events_given), 'null')
+                   WHEN 'array' THEN c.events_given
                    WHEN 'null' THEN '[]'
-                   ELSE pg_catalog.jsonb_build_array(c.span -> 'events')
+                   ELSE pg_catalog.jsonb_build_array(c.events_given)
                END,
-               CASE COALESCE(pg_catalog.jsonb_typeof(c.span -> 'links'), 'null')
-                   WHEN 'array' THEN c.span -> 'links'
+               CASE COALESCE(pg_catalog.jsonb_typeof(c.links_given), 'null')
+                   WHEN 'array' THEN c.links_given
                    WHEN 'null' THEN '[]'
-                   ELSE pg_catalog.jsonb_build_array(c.span -> 'links')
+                   ELSE pg_catalog.jsonb_build_array(c.links_given)
                END,
                CASE COALESCE(pg_catalog.jsonb_typeof(c.resource_given), 'null')
                    WHEN 'object' THEN c.resource_given
@@ -111,10 +114,16 @@ BEGIN
                                         c.resource_given ->> 'deployment.environment.name',
                                         c.resource_given ->> 'deployment.environment',
                                         'production'), 256),
-               NULLIF(pg_catalog.array_remove(ARRAY[
-                   CASE WHEN c.trace_id <> (c.span ->> 'trace_id') THEN 'trace_id_normalized' END,
-                   CASE WHEN c.span_id <> (c.span ->> 'span_id') THEN 'span_id_normalized' END,
-                   CASE WHEN c.parent_given IS NOT NULL AND monitoring._otel_span_id(c.parent_given) IS NULL
+               -- what was repaired; the array is built only when something was
+               CASE WHEN c.trace_id <> c.trace_id_given OR c.span_id <> c.span_id_given
+                         OR (c.parent_given IS NOT NULL AND c.parent_span_id IS NULL)
+                         OR NOT c.end_ok OR c.wrong_clock OR (c.kind IS NULL AND c.kind_given IS NOT NULL)
+                         OR (c.status_code IS NULL AND c.status_given IS NOT NULL) OR pg_catalog.length(c.name) > 1024
+                         OR pg_catalog.jsonb_typeof(c.attributes_given) NOT IN ('object', 'null')
+               THEN pg_catalog.array_remove(ARRAY[
+                   CASE WHEN c.trace_id <> c.trace_id_given THEN 'trace_id_normalized' END,
+                   CASE WHEN c.span_id <> c.span_id_given THEN 'span_id_normalized' END,
+                   CASE WHEN c.parent_given IS NOT NULL AND c.parent_span_id IS NULL
                         THEN 'parent_span_id_invalid_dropped' END,
                    CASE WHEN c.end_given IS NULL THEN 'end_time_missing'
                         WHEN NOT c.end_ok THEN 'end_before_start' END,
@@ -122,27 +131,62 @@ BEGIN
                    CASE WHEN c.kind IS NULL AND c.kind_given IS NOT NULL THEN 'kind_unknown' END,
                    CASE WHEN c.status_code IS NULL AND c.status_given IS NOT NULL THEN 'status_code_unknown' END,
                    CASE WHEN pg_catalog.length(c.name) > 1024 THEN 'name_truncated' END,
-                   CASE WHEN pg_catalog.jsonb_typeof(c.span -> 'attributes')
-                             NOT IN ('object', 'null') THEN 'attributes_not_object' END
-               ]::text[], NULL), '{}'),
+                   CASE WHEN pg_catalog.jsonb_typeof(c.attributes_given) NOT IN ('object', 'null')
+                        THEN 'attributes_not_object' END
+               ]::text[], NULL) END,
                CASE WHEN c.wrong_clock THEN c.start_given END
-        FROM checked c
-        WHERE c.problem IS NULL
-        ON CONFLICT DO NOTHING
-        RETURNING 1
-    ), kept AS (
+        FROM (
+            SELECT f.*,
+                   f.start_given < oldest OR f.start_given > newest AS wrong_clock,
+                   -- OTLP's numbers, our names and the enum names of OTLP/JSON and protobuf
+                   CASE f.kind_given
+                       WHEN 'server' THEN 'server' WHEN 'client' THEN 'client' WHEN 'internal' THEN 'internal'
+                       WHEN 'producer' THEN 'producer' WHEN 'consumer' THEN 'consumer' WHEN 'unspecified' THEN 'unspecified'
+                       WHEN '0' THEN 'unspecified' WHEN '1' THEN 'internal' WHEN '2' THEN 'server'
+                       WHEN '3' THEN 'client' WHEN '4' THEN 'producer' WHEN '5' THEN 'consumer'
+                       WHEN 'span_kind_unspecified' THEN 'unspecified' WHEN 'span_kind_internal' THEN 'internal'
+                       WHEN 'span_kind_server' THEN 'server' WHEN 'span_kind_client' THEN 'client'
+                       WHEN 'span_kind_producer' THEN 'producer' WHEN 'span_kind_consumer' THEN 'consumer'
+                   END AS kind,
+                   CASE f.status_given
+                       WHEN 'unset' THEN 0 WHEN 'ok' THEN 1 WHEN 'error' THEN 2 WHEN '0' THEN 0 WHEN '1' THEN 1 WHEN '2' THEN 2
+                       WHEN 'status_code_unset' THEN 0 WHEN 'status_code_ok' THEN 1 WHEN 'status_code_error' THEN 2
+                   END::smallint AS status_code,
+                   COALESCE(f.end_given >= f.start_given, false) AS end_ok
+            FROM monitoring._span_fields(p_spans) f
+            -- storable: the opposite of every reason below
+            WHERE f.is_object AND f.trace_id IS NOT NULL AND f.span_id IS NOT NULL AND f.name <> ''
+              AND f.start_given IS NOT NULL
+            OFFSET 0
+        ) c
+        ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS accepted = ROW_COUNT;
+
+    rejected := 0;
+    IF accepted < pg_catalog.jsonb_array_length(p_spans) THEN
         INSERT INTO monitoring.rejected_telemetry (kind, reason, payload)
-        SELECT 'span', c.problem, c.span FROM checked c WHERE c.problem IS NOT NULL
-        RETURNING 1
-    )
-    SELECT (SELECT pg_catalog.count(*) FROM stored)::integer,
-           (SELECT pg_catalog.count(*) FROM checked c WHERE c.problem IS NULL)::integer
-               - (SELECT pg_catalog.count(*) FROM stored)::integer,
-           (SELECT pg_catalog.count(*) FROM kept)::integer
-    INTO accepted, duplicates, rejected;
+        SELECT 'span', r.problem, r.span
+        FROM (
+            SELECT f.span,
+                   CASE
+                       WHEN NOT f.is_object THEN 'a span must be a JSON object'
+                       WHEN f.trace_id IS NULL THEN pg_catalog.format('trace_id %s is not 32 hex digits (nor all zeros)',
+                           pg_catalog.left(COALESCE(f.trace_id_given, 'NULL'), 64))
+                       WHEN f.span_id IS NULL THEN pg_catalog.format('span_id %s is not 16 hex digits (nor all zeros)',
+                           pg_catalog.left(COALESCE(f.span_id_given, 'NULL'), 64))
+                       WHEN COALESCE(f.name, '') = '' THEN 'a span needs a name'
+                       WHEN f.start_given IS NULL THEN
+                           'start_time_unix_nano (digits) or start_time (ISO 8601) is missing or invalid'
+                   END AS problem
+            FROM monitoring._span_fields(p_spans) f
+        ) r
+        WHERE r.problem IS NOT NULL;
+        GET DIAGNOSTICS rejected = ROW_COUNT;
+    END IF;
+    duplicates := pg_catalog.jsonb_array_length(p_spans) - accepted - rejected;
 END
 $$;
-COMMENT ON FUNCTION monitoring._store_spans(jsonb) IS 'Body of ingest_spans(): stores one batch in one statement';
+COMMENT ON FUNCTION monitoring._store_spans(jsonb) IS 'Body of ingest_spans(): stores one batch in one statement (two when some span is unstorable)';
 
 CREATE FUNCTION monitoring.ingest_spans(p_spans jsonb)
     RETURNS TABLE (accepted integer, duplicates integer, rejected integer)
