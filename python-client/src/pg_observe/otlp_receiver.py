@@ -183,6 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "pg_observe-otlp-receiver"
     receiver: OTLPReceiver  # set on the per-receiver subclass
     timeout = 30.0          # idle keep-alive connections do not hold a thread for ever
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the
+    # client's delayed ACK hold every response back by about 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
