@@ -38,7 +38,10 @@ def test_schedule_maintenance_is_idempotent(cron_conn: psycopg.Connection) -> No
 
 
 def test_pg_cron_runs_maintenance(cron_conn: psycopg.Connection) -> None:
-    """A one-minute probe job runs the same command; wait for pg_cron to report success."""
+    """A one-minute probe job runs the same command; wait for pg_cron to report success. The
+    maintenance it runs includes the metric rollups: a point received two minutes ago is rolled up."""
+    cron_conn.execute("INSERT INTO monitoring.metrics (metric_name, metric_type, metric_value, received_at)"
+                      " VALUES ('cron.probe', 'counter', 5, now() - interval '2 minutes')")
     cron_conn.execute("SELECT cron.schedule('pg_observe_probe', '* * * * *', 'SELECT monitoring.run_maintenance()')")
     try:
         deadline = time.monotonic() + 130
@@ -55,6 +58,8 @@ def test_pg_cron_runs_maintenance(cron_conn: psycopg.Connection) -> None:
             time.sleep(2)
         assert status is not None, "pg_cron did not run the job within 130 s"
         assert status[0] == "succeeded", status[1]
+        assert cron_conn.execute("SELECT sample_count, value_sum FROM monitoring.metric_rollups_1m"
+                                 " WHERE metric_name = 'cron.probe'").fetchall() == [(1, 5.0)]
     finally:
         cron_conn.execute("SELECT cron.unschedule('pg_observe_probe')")
 
