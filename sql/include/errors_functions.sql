@@ -343,7 +343,11 @@ BEGIN
             CASE WHEN r.context IS NULL OR pg_catalog.jsonb_typeof(r.context) OPERATOR(pg_catalog.=) 'object'
                  THEN r.context ELSE pg_catalog.jsonb_build_object('value', r.context) END,
             r.tags, r.user_info, r.request, r.environment, r.release_version, r.service, r.server_name,
-            r.transaction_name, r.logger, r.level, r.trace_id, r.span_id)::monitoring.tb_error_occurrence AS o
+            r.transaction_name, r.logger, r.level,
+            -- ids as spans store them (lower-case hex), so that the joins by trace id match;
+            -- what is no id at all is kept as sent
+            COALESCE(monitoring._otel_trace_id(r.trace_id), r.trace_id),
+            COALESCE(monitoring._otel_span_id(r.span_id), r.span_id))::monitoring.tb_error_occurrence AS o
         FROM pg_catalog.unnest(p_rows) WITH ORDINALITY r
         WHERE r.event_id IS NULL OR r.event_id IN (SELECT f.event_id FROM fresh f)
         ORDER BY COALESCE(r.event_id, r.occurrence_id), r.ordinality

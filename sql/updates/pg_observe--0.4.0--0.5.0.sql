@@ -8,6 +8,8 @@
 -- @include sql/320_metrics.sql
 -- @include sql/330_entity_changes.sql
 -- @include sql/340_trace_queries.sql
+-- The capture stores trace and span ids as spans do (lower-case hex).
+-- @include sql/include/errors_functions.sql
 
 -- A database that had the maintenance job scheduled gets the rollup job too.
 DO $schedule$

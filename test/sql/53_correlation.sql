@@ -3,7 +3,7 @@
 -- an order changed by each, metrics around them. pytest repeats this with data from the real
 -- OpenTelemetry SDK (test_correlation_e2e.py).
 BEGIN;
-SELECT plan(7);
+SELECT plan(9);
 SET LOCAL search_path = public, monitoring;
 
 CREATE TABLE public.orders (id integer PRIMARY KEY, status text NOT NULL);
@@ -162,6 +162,17 @@ SELECT results_eq($$SELECT depth, operation_name, jsonb_array_length(errors), js
                     FROM monitoring.trace_timeline('a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1')$$,
                   $$VALUES (0, 'POST /checkout', 1, 0), (1, 'charge', 1, 1)$$,
                   'trace_timeline(): the error and the change in the span they happened in, the span-less error at the root');
+
+-- Errors store trace ids as spans do, whatever the client sent, so that the joins match.
+SELECT monitoring.capture_error('{"exception_type": "E", "message": "upper", "trace_id": "B2B2B2B2B2B2B2B2B2B2B2B2B2B2B2B2", "span_id": "B200000000000001"}');
+INSERT INTO monitoring.tb_error_occurrence (exception_type, message, trace_id, span_id)
+VALUES ('E', 'uuid form', 'b2b2b2b2-b2b2-b2b2-b2b2-b2b2b2b2b2b2', 'b200000000000001');
+SELECT results_eq($$SELECT message, trace_id, span_id FROM monitoring.tb_error_occurrence WHERE message IN ('upper', 'uuid form') ORDER BY 1$$,
+                  $$VALUES ('upper', 'b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2', 'b200000000000001'),
+                           ('uuid form', 'b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2', 'b200000000000001')$$,
+                  'errors get trace and span ids in the spans'' form (capture and plain INSERT)');
+SELECT is((SELECT count(*)::int FROM monitoring.errors e JOIN monitoring.traces t ON e.trace_id = t.trace_id
+           WHERE e.message IN ('upper', 'uuid form')), 4, 'and join their trace''s spans');
 
 SELECT * FROM finish();
 ROLLBACK;
