@@ -17,7 +17,13 @@ from __future__ import annotations
 import json
 import math
 
+try:  # inside PostgreSQL; outside (lint, unit tests) errors are plain exceptions
+    import plpy
+except ImportError:  # pragma: no cover
+    plpy = None
+
 MAX_DEPTH = 32
+MAX_INT_DIGITS = 4000  # Python refuses to parse longer integers (sys.int_info.default_max_str_digits)
 
 
 def _float_or_text(text: str) -> float | str:
@@ -110,10 +116,24 @@ def convert_span(span: object, resource: dict, scope: object) -> object:
     return {key: value for key, value in flat.items() if value is not None}
 
 
+def _int_or_text(text: str) -> int | str:
+    return int(text) if len(text) <= MAX_INT_DIGITS else text
+
+
+def _refuse(message: str) -> None:
+    if plpy is not None:
+        plpy.error(message, sqlstate="22023")
+    raise ValueError(message)
+
+
 def convert_request(p_request: str) -> str:
-    request = json.loads(p_request, parse_float=_float_or_text)
+    try:
+        request = json.loads(p_request, parse_float=_float_or_text, parse_int=_int_or_text)
+    except RecursionError:
+        _refuse("the OTLP request is nested too deeply to be read")
+    groups = request.get("resourceSpans") if isinstance(request, dict) else None
     spans: list = []
-    for resource_spans in request.get("resourceSpans") or []:
+    for resource_spans in groups if isinstance(groups, list) else []:
         if not isinstance(resource_spans, dict):
             continue
         resource_obj = resource_spans.get("resource") if isinstance(resource_spans.get("resource"), dict) else {}

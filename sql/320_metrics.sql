@@ -22,7 +22,7 @@ COMMENT ON TABLE monitoring.metrics IS
 COMMENT ON COLUMN monitoring.metrics.id IS 'Row number (seed 000''s id; not a key: the table is partitioned by time)';
 COMMENT ON COLUMN monitoring.metrics.metric_type IS
     'counter (metric_value is an increment: sum them), gauge (a reading) or histogram (one observation)';
-COMMENT ON COLUMN monitoring.metrics.metric_value IS 'A finite number: NaN and infinities are rejected';
+COMMENT ON COLUMN monitoring.metrics.metric_value IS 'A number of at most 1e300 in magnitude (so that sums stay finite): NaN and infinities are rejected';
 COMMENT ON COLUMN monitoring.metrics.labels IS 'Label names and values, a JSON object (at most 256 keys through record_metrics)';
 COMMENT ON COLUMN monitoring.metrics.client_timestamp IS
     'The time as sent, when it was implausible and "timestamp" was moved to the time received';
@@ -35,6 +35,7 @@ CREATE INDEX metrics_received_at_brin ON monitoring.metrics USING brin (received
 
 CREATE TABLE monitoring.metric_rollups_1m (
     bucket        timestamptz      NOT NULL,
+    series_key    uuid             NOT NULL,
     metric_name   text             NOT NULL,
     metric_type   text             NOT NULL,
     labels        jsonb            NOT NULL,
@@ -50,12 +51,13 @@ CREATE TABLE monitoring.metric_rollups_1m (
     p95           double precision,
     p99           double precision,
     rolled_up_at  timestamptz      NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT metric_rollups_1m_series_bucket UNIQUE NULLS NOT DISTINCT
-        (metric_name, labels, environment, service, metric_type, bucket)
+    -- a hash, not the columns: labels of any size fit in the index
+    CONSTRAINT metric_rollups_1m_series_bucket UNIQUE (series_key, bucket)
 ) PARTITION BY RANGE (bucket);
 COMMENT ON TABLE monitoring.metric_rollups_1m IS
     'Per-minute rollups of monitoring.metrics per series (name, type, labels, environment, service); partitioned daily, kept 90 days';
 COMMENT ON COLUMN monitoring.metric_rollups_1m.bucket IS 'Start of the minute';
+COMMENT ON COLUMN monitoring.metric_rollups_1m.series_key IS 'md5 of the series: name, type, labels, environment, service';
 COMMENT ON COLUMN monitoring.metric_rollups_1m.sample_count IS 'Points in the minute';
 COMMENT ON COLUMN monitoring.metric_rollups_1m.value_sum IS 'Sum of the points (for a counter: its increase over the minute)';
 COMMENT ON COLUMN monitoring.metric_rollups_1m.value_last IS 'The latest point of the minute (a gauge''s reading)';
@@ -63,6 +65,7 @@ COMMENT ON COLUMN monitoring.metric_rollups_1m.p50 IS 'Median of a histogram''s 
 COMMENT ON COLUMN monitoring.metric_rollups_1m.p99 IS '99th percentile of a histogram''s observations in the minute';
 
 CREATE INDEX metric_rollups_1m_bucket_idx ON monitoring.metric_rollups_1m (bucket);
+CREATE INDEX metric_rollups_1m_name_bucket_idx ON monitoring.metric_rollups_1m (metric_name, bucket);
 
 -- How far rollup_metrics() has read, by received_at.
 CREATE TABLE monitoring.metric_rollup_state (

@@ -42,83 +42,118 @@ CREATE INDEX tb_entity_change_log_trace_id_idx ON monitoring.tb_entity_change_lo
     WHERE trace_id IS NOT NULL;
 CREATE INDEX tb_entity_change_log_entity_idx ON monitoring.tb_entity_change_log (entity_name, entity_id, changed_at);
 
--- The trigger runs as the owner, so that writers of a tracked table need no right on the
--- log. CURRENT_USER would then be the owner: the role that made the change is the session's
--- SET ROLE, else its login role.
-CREATE FUNCTION monitoring._record_entity_change()
-    RETURNS trigger
+-- Two halves, so that no code of a table's owner ever runs with pg_observe's rights: the
+-- triggers run as the role making the change (to_jsonb() may call a cast to json that the
+-- table's owner wrote) and hand plain JSON to _append_entity_change(), which runs as
+-- pg_observe's owner and only inserts. It must be executable by every role that writes a
+-- tracked table, so it accepts a call only from those two trigger functions (which nobody
+-- can call but PostgreSQL, and only admins can attach): what it logs happened.
+CREATE FUNCTION monitoring._append_entity_change(p_table regclass, p_change_type text, p_before jsonb,
+                                                 p_after jsonb, p_changed_by name, p_entity_name text,
+                                                 p_key_columns text[])
+    RETURNS void
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
     SET search_path = ''
 AS $$
 DECLARE
-    entity text := TG_ARGV[0];
-    key_columns text[] := TG_ARGV[1]::text[];
-    old_row jsonb;
-    new_row jsonb;
-    key_row jsonb;
+    call_stack text;
+    key_columns text[] := p_key_columns;
+    key_row jsonb := COALESCE(p_after, p_before);
+    entity_id text;
     changed text[];
-    role_name text := pg_catalog.current_setting('role');
 BEGIN
-    IF TG_OP <> 'INSERT' THEN old_row := pg_catalog.to_jsonb(OLD); END IF;
-    IF TG_OP <> 'DELETE' THEN new_row := pg_catalog.to_jsonb(NEW); END IF;
-    IF TG_OP = 'UPDATE' THEN
-        SELECT pg_catalog.array_agg(n.key ORDER BY n.key) INTO changed
-        FROM pg_catalog.jsonb_each(new_row) n
-        WHERE n.value IS DISTINCT FROM old_row -> n.key;
-        IF changed IS NULL THEN
-            RETURN NULL;  -- an UPDATE that changed nothing is no business event
+    GET DIAGNOSTICS call_stack = PG_CONTEXT;
+    -- line 1 is this function, line 2 the PERFORM that called it, line 3 its caller
+    IF pg_catalog.split_part(call_stack, E'\n', 3) !~
+       '^PL/pgSQL function monitoring\._record_entity_(change|truncate)\(\) line [0-9]+ at PERFORM$' THEN
+        RAISE EXCEPTION '_append_entity_change() is called by the triggers of track_changes() only'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF p_change_type = 'TRUNCATE' THEN
+        entity_id := '*';
+    ELSE
+        IF pg_catalog.cardinality(key_columns) = 1 THEN
+            entity_id := key_row ->> key_columns[1];
+        ELSE
+            SELECT pg_catalog.jsonb_agg(key_row -> k.name ORDER BY k.n)::text INTO entity_id
+            FROM pg_catalog.unnest(key_columns) WITH ORDINALITY AS k(name, n);
+        END IF;
+        -- A key renamed since track_changes(): the table's primary key now. The log never
+        -- fails the user's write.
+        IF entity_id IS NULL OR entity_id ~ '^\[null(, null)*\]$' THEN
+            SELECT pg_catalog.jsonb_agg(key_row -> a.attname::text ORDER BY k.n)::text INTO entity_id
+            FROM pg_catalog.pg_index i
+            CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::smallint[]) WITH ORDINALITY AS k(attnum, n)
+            JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indrelid = p_table AND i.indisprimary;
+            entity_id := COALESCE(entity_id, '?');
         END IF;
     END IF;
-    key_row := COALESCE(new_row, old_row);
+    IF p_change_type = 'UPDATE' THEN
+        SELECT pg_catalog.array_agg(n.key ORDER BY n.key) INTO changed
+        FROM pg_catalog.jsonb_each(p_after) n
+        WHERE n.value IS DISTINCT FROM p_before -> n.key;
+    END IF;
 
     INSERT INTO monitoring.tb_entity_change_log
         (entity_name, entity_id, change_type, before_data, after_data, changed_columns, trace_id, span_id,
          changed_by, application_user, table_name)
-    VALUES (entity,
-            CASE WHEN pg_catalog.cardinality(key_columns) = 1
-                 THEN key_row ->> key_columns[1]
-                 ELSE (SELECT pg_catalog.jsonb_agg(key_row -> k.name ORDER BY k.n)::text
-                       FROM pg_catalog.unnest(key_columns) WITH ORDINALITY AS k(name, n))
-            END,
-            TG_OP, old_row, new_row, changed,
+    VALUES (p_entity_name, entity_id, p_change_type, p_before, p_after, changed,
             monitoring._otel_trace_id(pg_catalog.current_setting('pg_observe.trace_id', true)),
             monitoring._otel_span_id(pg_catalog.current_setting('pg_observe.span_id', true)),
-            CASE WHEN role_name = 'none' THEN SESSION_USER::text ELSE role_name END,
+            p_changed_by,
             pg_catalog.left(NULLIF(pg_catalog.current_setting('pg_observe.user_id', true), ''), 256),
-            pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME));
+            p_table::text);
+END
+$$;
+COMMENT ON FUNCTION monitoring._append_entity_change(regclass, text, jsonb, jsonb, name, text, text[]) IS
+    'Writes one change to tb_entity_change_log for the triggers of track_changes(), and refuses any other caller';
+
+-- Runs as the role making the change (CURRENT_USER is that role, also inside the caller's own
+-- SECURITY DEFINER functions). Arguments: entity name, key columns, excluded columns.
+CREATE FUNCTION monitoring._record_entity_change()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+    SET timezone = 'UTC'   -- a timestamptz key reads the same from every session
+AS $$
+DECLARE
+    excluded text[] := COALESCE(TG_ARGV[2], '{}')::text[];
+    old_row jsonb;
+    new_row jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN old_row := pg_catalog.to_jsonb(OLD) - excluded; END IF;
+    IF TG_OP <> 'DELETE' THEN new_row := pg_catalog.to_jsonb(NEW) - excluded; END IF;
+    IF TG_OP = 'UPDATE' AND old_row = new_row THEN
+        RETURN NULL;  -- an UPDATE that changed nothing (that is logged) is no business event
+    END IF;
+    -- one line: _append_entity_change() reads this call in PG_CONTEXT
+    PERFORM monitoring._append_entity_change(TG_RELID::regclass, TG_OP, old_row, new_row, CURRENT_USER, TG_ARGV[0], TG_ARGV[1]::text[]);
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION monitoring._record_entity_change() IS
-    'Row trigger of track_changes(): records the change with the transaction''s trace id';
+    'Row trigger of track_changes(): the row before and after, as JSON, handed to _append_entity_change()';
 
 CREATE FUNCTION monitoring._record_entity_truncate()
     RETURNS trigger
     LANGUAGE plpgsql
     VOLATILE
-    SECURITY DEFINER
     SET search_path = ''
 AS $$
-DECLARE
-    role_name text := pg_catalog.current_setting('role');
 BEGIN
-    INSERT INTO monitoring.tb_entity_change_log
-        (entity_name, entity_id, change_type, trace_id, span_id, changed_by, application_user, table_name)
-    VALUES (TG_ARGV[0], '*', 'TRUNCATE',
-            monitoring._otel_trace_id(pg_catalog.current_setting('pg_observe.trace_id', true)),
-            monitoring._otel_span_id(pg_catalog.current_setting('pg_observe.span_id', true)),
-            CASE WHEN role_name = 'none' THEN SESSION_USER::text ELSE role_name END,
-            pg_catalog.left(NULLIF(pg_catalog.current_setting('pg_observe.user_id', true), ''), 256),
-            pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME));
+    PERFORM monitoring._append_entity_change(TG_RELID::regclass, 'TRUNCATE', NULL, NULL, CURRENT_USER, TG_ARGV[0], NULL);
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION monitoring._record_entity_truncate() IS 'Statement trigger of track_changes(): records a TRUNCATE';
 
 -- Not SECURITY DEFINER: creating a trigger needs the caller to own the table.
-CREATE FUNCTION monitoring.track_changes(p_table regclass, p_entity_name text DEFAULT NULL)
+CREATE FUNCTION monitoring.track_changes(p_table regclass, p_entity_name text DEFAULT NULL,
+                                         p_exclude_columns text[] DEFAULT '{}')
     RETURNS void
     LANGUAGE plpgsql
     VOLATILE
@@ -156,16 +191,16 @@ BEGIN
 
     EXECUTE pg_catalog.format(
         'CREATE OR REPLACE TRIGGER pg_observe_track_changes AFTER INSERT OR UPDATE OR DELETE ON %s'
-        ' FOR EACH ROW EXECUTE FUNCTION monitoring._record_entity_change(%L, %L)',
-        p_table, entity, key_columns);
+        ' FOR EACH ROW EXECUTE FUNCTION monitoring._record_entity_change(%L, %L, %L)',
+        p_table, entity, key_columns, COALESCE(p_exclude_columns, '{}'));
     EXECUTE pg_catalog.format(
         'CREATE OR REPLACE TRIGGER pg_observe_track_truncate AFTER TRUNCATE ON %s'
         ' FOR EACH STATEMENT EXECUTE FUNCTION monitoring._record_entity_truncate(%L)',
         p_table, entity);
 END
 $$;
-COMMENT ON FUNCTION monitoring.track_changes(regclass, text) IS
-    'Records every INSERT, UPDATE, DELETE and TRUNCATE of a table with a primary key in tb_entity_change_log (call again to rename the entity)';
+COMMENT ON FUNCTION monitoring.track_changes(regclass, text, text[]) IS
+    'Records every INSERT, UPDATE, DELETE and TRUNCATE of a table with a primary key in tb_entity_change_log, without the excluded columns (call again to change)';
 
 CREATE FUNCTION monitoring.untrack_changes(p_table regclass)
     RETURNS boolean
@@ -192,7 +227,7 @@ COMMENT ON FUNCTION monitoring.untrack_changes(regclass) IS
 
 CREATE VIEW monitoring.tracked_tables AS
 SELECT t.tgrelid::regclass AS table_name,
-       encode(substring(t.tgargs FROM 1 FOR position('\x00'::bytea IN t.tgargs) - 1), 'escape') AS entity_name
+       convert_from(substring(t.tgargs FROM 1 FOR position('\x00'::bytea IN t.tgargs) - 1), getdatabaseencoding()) COLLATE "default" AS entity_name
 FROM pg_catalog.pg_trigger t
 WHERE t.tgname = 'pg_observe_track_changes' AND t.tgparentid = 0;
 COMMENT ON VIEW monitoring.tracked_tables IS 'Tables whose changes track_changes() records, with their entity name';

@@ -100,7 +100,8 @@ COMMENT ON FUNCTION monitoring.operation_error_rates(interval, text, bigint) IS
 
 -- A trace as a tree: depth-first, children in start order, each span with the errors and
 -- entity changes recorded in it. Errors and changes without a span of the trace go to the
--- first root. Hostile data cannot loop: a span already on the path is not visited again.
+-- first root. Hostile data can neither loop nor hide spans: a span id is shown once, a span
+-- already on the path is not visited again, and spans whose parents form a cycle are roots.
 CREATE FUNCTION monitoring.trace_timeline(p_trace_id text)
     RETURNS TABLE (depth integer, span_id text, parent_span_id text, service text, operation_name text,
                    kind text, start_time timestamptz, start_offset_ms double precision,
@@ -111,8 +112,10 @@ CREATE FUNCTION monitoring.trace_timeline(p_trace_id text)
     SET search_path = ''
 AS $$
     WITH RECURSIVE trace AS (
-        SELECT s.* FROM monitoring.spans s
+        -- a span id sent twice with different start times is shown once (the first)
+        SELECT DISTINCT ON (s.span_id) s.* FROM monitoring.spans s
         WHERE s.trace_id = monitoring._otel_trace_id(p_trace_id)
+        ORDER BY s.span_id, s.start_time
     ), roots AS (
         SELECT t.* FROM trace t
         WHERE t.parent_span_id IS NULL
@@ -133,8 +136,12 @@ AS $$
         JOIN trace c ON c.parent_span_id = p.span_id
         WHERE NOT c.span_id = ANY (p.visited) AND p.depth < 1000
     ), ordered AS (
-        SELECT DISTINCT ON (t.span_id, t.start_time) t.span_id, t.depth, t.sort_path, t.start_time
-        FROM tree t ORDER BY t.span_id, t.start_time, t.depth
+        SELECT t.span_id, t.depth, t.sort_path, t.start_time FROM tree t
+        UNION ALL
+        -- spans no root leads to (their parents form a cycle): shown as roots of their own
+        SELECT u.span_id, 0, ARRAY[pg_catalog.to_char(u.start_time AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS') || u.span_id],
+               u.start_time
+        FROM trace u WHERE NOT EXISTS (SELECT FROM tree t WHERE t.span_id = u.span_id)
     ), first_root AS (
         SELECT o.span_id FROM ordered o WHERE o.depth = 0 ORDER BY o.sort_path LIMIT 1
     ), trace_errors AS (

@@ -17,3 +17,24 @@ GRANT INSERT ON monitoring.spans, monitoring.traces, monitoring.metrics TO obser
 GRANT EXECUTE ON FUNCTION monitoring.ingest_spans(jsonb), monitoring.ingest_otlp_traces(jsonb),
                           monitoring.record_metrics(jsonb)
     TO observe_writer;
+
+-- Every role that writes a tracked table runs the change-log triggers, which call this; it
+-- refuses any caller but them (see sql/330_entity_changes.sql).
+GRANT EXECUTE ON FUNCTION monitoring._append_entity_change(regclass, text, jsonb, jsonb, name, text, text[]) TO PUBLIC;
+-- and may reach it by name; every table and other function stays closed to PUBLIC
+GRANT USAGE ON SCHEMA monitoring TO PUBLIC;
+
+-- A SECURITY DEFINER trigger function attached to a table of one's own would run that table's
+-- code (casts, defaults) as pg_observe's owner: only the owner may attach them.
+DO $revoke_definer_triggers$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'monitoring'::regnamespace AND p.prosecdef
+                AND p.prorettype = 'trigger'::regtype
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM observe_admin', fn);
+    END LOOP;
+END
+$revoke_definer_triggers$;

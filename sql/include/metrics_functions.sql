@@ -12,7 +12,9 @@ DECLARE
     oldest timestamptz;
     newest timestamptz := pg_catalog.now() + interval '1 day';
 BEGIN
-    SELECT pg_catalog.now() - c.retention INTO oldest
+    -- Before the oldest partition and the retention, or over a day ahead: a wrong clock.
+    SELECT GREATEST(pg_catalog.now() - c.retention, monitoring._oldest_partition_start('monitoring.metrics'))
+        INTO oldest
     FROM monitoring.time_series_config c WHERE c.parent_table = 'monitoring.metrics';
     oldest := COALESCE(oldest, '-infinity');
 
@@ -36,7 +38,7 @@ BEGIN
                CASE
                    WHEN NOT p.is_object THEN 'a metric point must be a JSON object'
                    WHEN COALESCE(p.name, '') = '' THEN 'a metric point needs a metric_name'
-                   WHEN pg_catalog.length(p.name) > 1024 THEN 'metric_name is longer than 1,024 characters'
+                   WHEN pg_catalog.octet_length(p.name) > 1024 THEN 'metric_name is longer than 1,024 bytes'
                    WHEN p.type IS NULL OR p.type NOT IN ('counter', 'gauge', 'histogram') THEN
                        pg_catalog.format('metric_type %s is not counter, gauge or histogram',
                                          pg_catalog.left(COALESCE(p.type, 'NULL'), 64))
@@ -48,8 +50,8 @@ BEGIN
                    WHEN pg_catalog.jsonb_array_length(p.observations) = 0 THEN 'values is empty'
                    WHEN EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(p.observations) o
                                 WHERE pg_catalog.jsonb_typeof(o.value) IS DISTINCT FROM 'number'
-                                   OR pg_catalog.abs(o.value::numeric) > 1e308) THEN
-                       'metric_value must be a finite number (NaN, infinities and text are not)'
+                                   OR pg_catalog.abs(o.value::numeric) > 1e300) THEN
+                       'metric_value must be a number of at most 1e300 in magnitude (NaN, infinities and text are not)'
                END AS problem,
                p.time_given < oldest OR p.time_given > newest AS wrong_clock
         FROM points p
@@ -76,6 +78,44 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._store_metrics(jsonb) IS 'Body of record_metrics(): stores one batch in one statement';
 
+-- As _store_spans_bisecting(): a batch whose statement fails is stored half by half, down to
+-- the failing point.
+CREATE FUNCTION monitoring._store_metrics_bisecting(p_points jsonb, OUT accepted integer, OUT rejected integer)
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+DECLARE
+    n integer := pg_catalog.jsonb_array_length(p_points);
+    part record;
+BEGIN
+    BEGIN
+        SELECT * INTO STRICT part FROM monitoring._store_metrics(p_points);
+        accepted := part.accepted; rejected := part.rejected;
+        RETURN;
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+        IF n = 1 THEN
+            INSERT INTO monitoring.rejected_telemetry (kind, reason, payload) VALUES ('metric', SQLERRM, p_points -> 0);
+            accepted := 0; rejected := 1;
+            RETURN;
+        END IF;
+    END;
+    accepted := 0; rejected := 0;
+    FOR part IN
+        SELECT b.* FROM (VALUES (0, n / 2), (n / 2, n)) AS h(first, last)
+        CROSS JOIN LATERAL monitoring._store_metrics_bisecting(
+            (SELECT pg_catalog.jsonb_agg(e.value ORDER BY e.ordinality)
+             FROM pg_catalog.jsonb_array_elements(p_points) WITH ORDINALITY e
+             WHERE e.ordinality > h.first AND e.ordinality <= h.last)) b
+    LOOP
+        accepted := accepted + part.accepted;
+        rejected := rejected + part.rejected;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION monitoring._store_metrics_bisecting(jsonb) IS
+    'Stores a batch of metric points; when its statement fails, each half on its own, down to the failing point';
+
 CREATE FUNCTION monitoring.record_metrics(p_points jsonb)
     RETURNS TABLE (accepted integer, rejected integer)
     LANGUAGE plpgsql
@@ -83,33 +123,17 @@ CREATE FUNCTION monitoring.record_metrics(p_points jsonb)
     SECURITY DEFINER
     SET search_path = ''
 AS $$
-DECLARE
-    point jsonb;
-    one record;
 BEGIN
     IF p_points IS NULL OR pg_catalog.jsonb_typeof(p_points) <> 'array' THEN
         RAISE EXCEPTION 'record_metrics() takes a JSON array of points, got %', COALESCE(pg_catalog.jsonb_typeof(p_points), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'SELECT * FROM monitoring.record_metrics(''[{"metric_name": "jobs.done", "metric_type": "counter", "metric_value": 1}]'')';
     END IF;
-    BEGIN
-        SELECT * INTO STRICT one FROM monitoring._store_metrics(p_points);
-        accepted := one.accepted; rejected := one.rejected;
-    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
-        -- A value that passed the checks still failed: point by point, keeping the failures.
-        accepted := 0; rejected := 0;
-        FOR point IN SELECT e.value FROM pg_catalog.jsonb_array_elements(p_points) e LOOP
-            BEGIN
-                SELECT * INTO STRICT one FROM monitoring._store_metrics(pg_catalog.jsonb_build_array(point));
-                accepted := accepted + one.accepted;
-                rejected := rejected + one.rejected;
-            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
-                INSERT INTO monitoring.rejected_telemetry (kind, reason, payload) VALUES ('metric', SQLERRM, point);
-                rejected := rejected + 1;
-            END;
-        END LOOP;
-    END;
-    RETURN NEXT;
+    IF pg_catalog.jsonb_array_length(p_points) = 0 THEN
+        RETURN QUERY SELECT 0, 0;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM monitoring._store_metrics_bisecting(p_points);
 END
 $$;
 COMMENT ON FUNCTION monitoring.record_metrics(jsonb) IS
@@ -127,7 +151,7 @@ CREATE FUNCTION monitoring.rollup_metrics()
 AS $$
 DECLARE
     read_from timestamptz;
-    read_to timestamptz := pg_catalog.now() - interval '1 minute';
+    read_to timestamptz;
     minutes integer;
     series integer;
 BEGIN
@@ -135,6 +159,16 @@ BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('pg_observe.rollup_metrics')) THEN
         RETURN 'already running in another session';
     END IF;
+    -- Points carry their transaction's start as received_at. Read no further than the oldest
+    -- transaction still open that has written (it may be writing points), but wait for one
+    -- at most an hour: a transaction open longer than that gets its points rolled up only
+    -- when a later point lands in the same minute (they stay in the raw table regardless).
+    SELECT LEAST(pg_catalog.now() - interval '1 minute',
+                 GREATEST(COALESCE(pg_catalog.min(a.xact_start), 'infinity'), pg_catalog.now() - interval '1 hour'))
+        INTO read_to
+    FROM pg_catalog.pg_stat_activity a
+    WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_catalog.pg_backend_pid()
+      AND a.datname = pg_catalog.current_database();
     SELECT s.rolled_up_to INTO read_from FROM monitoring.metric_rollup_state s;
     read_from := COALESCE(read_from, '-infinity');
     IF read_from >= read_to THEN
@@ -147,9 +181,12 @@ BEGIN
         WHERE m.received_at >= read_from AND m.received_at < read_to
     ), rolled AS (
         INSERT INTO monitoring.metric_rollups_1m AS r
-            (bucket, metric_name, metric_type, labels, environment, service, sample_count, value_sum, value_min,
-             value_max, value_last, p50, p90, p95, p99)
-        SELECT g.minute, g.metric_name, g.metric_type, g.labels, g.environment, g.service, g.n, g.total, g.lowest,
+            (bucket, series_key, metric_name, metric_type, labels, environment, service, sample_count, value_sum,
+             value_min, value_max, value_last, p50, p90, p95, p99)
+        SELECT g.minute,
+               pg_catalog.md5(pg_catalog.jsonb_build_array(g.metric_name, g.metric_type, g.labels, g.environment,
+                                                           g.service)::text)::uuid,
+               g.metric_name, g.metric_type, g.labels, g.environment, g.service, g.n, g.total, g.lowest,
                g.highest, g.latest, g.q[1], g.q[2], g.q[3], g.q[4]
         FROM (
             SELECT t.minute, m.metric_name, m.metric_type, m.labels, m.environment, m.service,
@@ -165,7 +202,7 @@ BEGIN
              AND m."timestamp" < t.minute + interval '1 minute'
             GROUP BY t.minute, m.metric_name, m.metric_type, m.labels, m.environment, m.service
         ) g
-        ON CONFLICT ON CONSTRAINT metric_rollups_1m_series_bucket DO UPDATE
+        ON CONFLICT (series_key, bucket) DO UPDATE
             SET sample_count = EXCLUDED.sample_count, value_sum = EXCLUDED.value_sum,
                 value_min = EXCLUDED.value_min, value_max = EXCLUDED.value_max,
                 value_last = EXCLUDED.value_last, p50 = EXCLUDED.p50, p90 = EXCLUDED.p90,

@@ -22,8 +22,11 @@ AS $$
     FROM (
     SELECT e.value AS span,
            pg_catalog.jsonb_typeof(e.value) OPERATOR(pg_catalog.=) 'object' AS is_object,
-           e.value OPERATOR(pg_catalog.->>) 'trace_id' AS trace_id_given,
-           e.value OPERATOR(pg_catalog.->>) 'span_id' AS span_id_given,
+           -- ids are JSON strings: a number's digits would read as hex
+           CASE WHEN pg_catalog.jsonb_typeof(e.value OPERATOR(pg_catalog.->) 'trace_id') OPERATOR(pg_catalog.=) 'string'
+                THEN e.value OPERATOR(pg_catalog.->>) 'trace_id' END AS trace_id_given,
+           CASE WHEN pg_catalog.jsonb_typeof(e.value OPERATOR(pg_catalog.->) 'span_id') OPERATOR(pg_catalog.=) 'string'
+                THEN e.value OPERATOR(pg_catalog.->>) 'span_id' END AS span_id_given,
            NULLIF(e.value OPERATOR(pg_catalog.->>) 'parent_span_id', '') AS parent_given,
            COALESCE(e.value OPERATOR(pg_catalog.->>) 'name', e.value OPERATOR(pg_catalog.->>) 'operation_name') AS name,
            monitoring._otel_time(e.value OPERATOR(pg_catalog.->>) 'start_time_unix_nano',
@@ -75,7 +78,9 @@ BEGIN
                c.span ->> 'trace_state',
                pg_catalog.left(COALESCE(NULLIF(c.span ->> 'service', ''),
                                         c.resource_given ->> 'service.name', 'unknown_service'), 256),
-               pg_catalog.left(c.name, 1024),
+               -- at most 1,024 characters and 2,048 bytes: the index on it holds 2,704
+               pg_catalog.left(c.name, CASE WHEN pg_catalog.octet_length(pg_catalog.left(c.name, 1024)) <= 2048
+                                            THEN 1024 ELSE 512 END),
                COALESCE(c.kind, CASE WHEN c.kind_given IS NULL THEN 'internal' ELSE 'unspecified' END),
                CASE WHEN c.wrong_clock THEN pg_catalog.now() ELSE c.start_given END,
                CASE WHEN NOT c.end_ok THEN c.start_given ELSE c.end_given END
@@ -118,7 +123,7 @@ BEGIN
                CASE WHEN c.trace_id <> c.trace_id_given OR c.span_id <> c.span_id_given
                          OR (c.parent_given IS NOT NULL AND c.parent_span_id IS NULL)
                          OR NOT c.end_ok OR c.wrong_clock OR (c.kind IS NULL AND c.kind_given IS NOT NULL)
-                         OR (c.status_code IS NULL AND c.status_given IS NOT NULL) OR pg_catalog.length(c.name) > 1024
+                         OR (c.status_code IS NULL AND c.status_given IS NOT NULL) OR pg_catalog.octet_length(c.name) > 1024
                          OR pg_catalog.jsonb_typeof(c.attributes_given) NOT IN ('object', 'null')
                THEN pg_catalog.array_remove(ARRAY[
                    CASE WHEN c.trace_id <> c.trace_id_given THEN 'trace_id_normalized' END,
@@ -130,7 +135,8 @@ BEGIN
                    CASE WHEN c.wrong_clock THEN 'start_time_out_of_range' END,
                    CASE WHEN c.kind IS NULL AND c.kind_given IS NOT NULL THEN 'kind_unknown' END,
                    CASE WHEN c.status_code IS NULL AND c.status_given IS NOT NULL THEN 'status_code_unknown' END,
-                   CASE WHEN pg_catalog.length(c.name) > 1024 THEN 'name_truncated' END,
+                   CASE WHEN pg_catalog.length(c.name) > 1024
+                          OR pg_catalog.octet_length(pg_catalog.left(c.name, 1024)) > 2048 THEN 'name_truncated' END,
                    CASE WHEN pg_catalog.jsonb_typeof(c.attributes_given) NOT IN ('object', 'null')
                         THEN 'attributes_not_object' END
                ]::text[], NULL) END,
@@ -171,9 +177,9 @@ BEGIN
                    CASE
                        WHEN NOT f.is_object THEN 'a span must be a JSON object'
                        WHEN f.trace_id IS NULL THEN pg_catalog.format('trace_id %s is not 32 hex digits (nor all zeros)',
-                           pg_catalog.left(COALESCE(f.trace_id_given, 'NULL'), 64))
+                           pg_catalog.left(COALESCE(f.span ->> 'trace_id', 'NULL'), 64))
                        WHEN f.span_id IS NULL THEN pg_catalog.format('span_id %s is not 16 hex digits (nor all zeros)',
-                           pg_catalog.left(COALESCE(f.span_id_given, 'NULL'), 64))
+                           pg_catalog.left(COALESCE(f.span ->> 'span_id', 'NULL'), 64))
                        WHEN COALESCE(f.name, '') = '' THEN 'a span needs a name'
                        WHEN f.start_given IS NULL THEN
                            'start_time_unix_nano (digits) or start_time (ISO 8601) is missing or invalid'
@@ -188,6 +194,48 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._store_spans(jsonb) IS 'Body of ingest_spans(): stores one batch in one statement (two when some span is unstorable)';
 
+-- A value the checks let through can still fail the batch's statement (a date like
+-- 2024-02-30): then each half is tried on its own, down to the one span that fails, which is
+-- kept in rejected_telemetry with PostgreSQL's message. One bad span in n costs about
+-- 2 log2(n) statements, not n.
+CREATE FUNCTION monitoring._store_spans_bisecting(p_spans jsonb, OUT accepted integer, OUT duplicates integer,
+                                                  OUT rejected integer)
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+DECLARE
+    n integer := pg_catalog.jsonb_array_length(p_spans);
+    part record;
+BEGIN
+    BEGIN
+        SELECT * INTO STRICT part FROM monitoring._store_spans(p_spans);
+        accepted := part.accepted; duplicates := part.duplicates; rejected := part.rejected;
+        RETURN;
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+        IF n = 1 THEN
+            INSERT INTO monitoring.rejected_telemetry (kind, reason, payload) VALUES ('span', SQLERRM, p_spans -> 0);
+            accepted := 0; duplicates := 0; rejected := 1;
+            RETURN;
+        END IF;
+    END;
+    accepted := 0; duplicates := 0; rejected := 0;
+    FOR part IN
+        SELECT b.* FROM (VALUES (0, n / 2), (n / 2, n)) AS h(first, last)
+        CROSS JOIN LATERAL monitoring._store_spans_bisecting(
+            (SELECT pg_catalog.jsonb_agg(e.value ORDER BY e.ordinality)
+             FROM pg_catalog.jsonb_array_elements(p_spans) WITH ORDINALITY e
+             WHERE e.ordinality > h.first AND e.ordinality <= h.last)) b
+    LOOP
+        accepted := accepted + part.accepted;
+        duplicates := duplicates + part.duplicates;
+        rejected := rejected + part.rejected;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION monitoring._store_spans_bisecting(jsonb) IS
+    'Stores a batch of spans; when its statement fails, each half on its own, down to the failing span';
+
 CREATE FUNCTION monitoring.ingest_spans(p_spans jsonb)
     RETURNS TABLE (accepted integer, duplicates integer, rejected integer)
     LANGUAGE plpgsql
@@ -195,35 +243,17 @@ CREATE FUNCTION monitoring.ingest_spans(p_spans jsonb)
     SECURITY DEFINER
     SET search_path = ''
 AS $$
-DECLARE
-    span jsonb;
-    one record;
 BEGIN
     IF p_spans IS NULL OR pg_catalog.jsonb_typeof(p_spans) <> 'array' THEN
         RAISE EXCEPTION 'ingest_spans() takes a JSON array of spans, got %', COALESCE(pg_catalog.jsonb_typeof(p_spans), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Wrap a single span in an array: SELECT * FROM monitoring.ingest_spans(''[{...}]'')';
     END IF;
-    BEGIN
-        SELECT * INTO STRICT one FROM monitoring._store_spans(p_spans);
-        accepted := one.accepted; duplicates := one.duplicates; rejected := one.rejected;
-    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
-        -- A value that passed the checks still failed (a date like 2024-02-30): store the
-        -- batch span by span, each in its own subtransaction, keeping the ones that fail.
-        accepted := 0; duplicates := 0; rejected := 0;
-        FOR span IN SELECT e.value FROM pg_catalog.jsonb_array_elements(p_spans) e LOOP
-            BEGIN
-                SELECT * INTO STRICT one FROM monitoring._store_spans(pg_catalog.jsonb_build_array(span));
-                accepted := accepted + one.accepted;
-                duplicates := duplicates + one.duplicates;
-                rejected := rejected + one.rejected;
-            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
-                INSERT INTO monitoring.rejected_telemetry (kind, reason, payload) VALUES ('span', SQLERRM, span);
-                rejected := rejected + 1;
-            END;
-        END LOOP;
-    END;
-    RETURN NEXT;
+    IF pg_catalog.jsonb_array_length(p_spans) = 0 THEN
+        RETURN QUERY SELECT 0, 0, 0;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM monitoring._store_spans_bisecting(p_spans);
 END
 $$;
 COMMENT ON FUNCTION monitoring.ingest_spans(jsonb) IS

@@ -3,6 +3,8 @@
 -- database with a fresh one.
 
 -- @include sql/include/maintenance_jobs.sql
+-- A failing maintenance task no longer undoes the partition maintenance.
+-- @include sql/include/maintenance_run.sql
 -- @include sql/300_telemetry.sql
 -- @include sql/310_traces.sql
 -- @include sql/320_metrics.sql

@@ -1,7 +1,7 @@
 -- What CREATE EXTENSION pg_observe CASCADE leaves in place, and the house rules every
 -- object follows (comments, search_path, definer functions closed to PUBLIC).
 BEGIN;
-SELECT plan(19);
+SELECT plan(20);
 
 SELECT has_schema('monitoring');
 SELECT has_extension('pg_observe');
@@ -51,7 +51,14 @@ SELECT is(
 SELECT is(
     (SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
      WHERE p.pronamespace = 'monitoring'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE')),
-    NULL, 'no function is executable by PUBLIC');
+    -- called by the change-log triggers as any role that writes a tracked table; it refuses other callers
+    ARRAY['monitoring._append_entity_change(regclass,text,jsonb,jsonb,name,text,text[])'],
+    'no function is executable by PUBLIC but the change log''s append');
+SELECT is(
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
+     WHERE p.pronamespace = 'monitoring'::regnamespace AND p.prosecdef AND p.prorettype = 'trigger'::regtype
+       AND has_function_privilege('observe_admin', p.oid, 'EXECUTE')),
+    NULL, 'no admin may attach a SECURITY DEFINER trigger function to a table of its own');
 
 SELECT is(
     (SELECT array_agg(c.oid::regclass::text ORDER BY c.oid::regclass::text) FROM pg_class c

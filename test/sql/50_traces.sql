@@ -2,7 +2,7 @@
 -- and rejections, the seed's monitoring.traces and its queries, the analysis functions and
 -- privileges. Everything runs in one transaction.
 BEGIN;
-SELECT plan(66);
+SELECT plan(73);
 SET LOCAL search_path = public, monitoring;
 
 -- A flat span with sensible defaults; fields in p_extra override them.
@@ -204,6 +204,16 @@ SELECT lives_ok($$SELECT * FROM monitoring.ingest_otlp_traces('{"resourceSpans":
                   "attributes": [{"key": "d", "value": {"doubleValue": 1e400}}]}]}]}]}')$$,
                 'a double too large for a float is kept as text, not lost');
 
+SELECT results_eq($$SELECT accepted, rejected FROM monitoring.ingest_otlp_traces('{"resourceSpans": 5}')$$, $$VALUES (0, 0)$$,
+                  'resourceSpans that is not an array holds no spans');
+SELECT throws_ok(format('SELECT * FROM monitoring.ingest_otlp_traces(%L)',
+                        '{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "a", "value": ' || repeat('[', 3000) || repeat(']', 3000) || '}]}]}]}]}'),
+                 '22023', 'plpy.Error: the OTLP request is nested too deeply to be read', 'a request nested 3,000 deep: a clear error');
+SELECT results_eq(format($$SELECT accepted FROM monitoring.ingest_otlp_traces('{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c",
+                  "spanId": "aaaaaaaaaaaaaaa6", "name": "huge int", "startTimeUnixNano": "1795428000020000000",
+                  "attributes": [{"key": "n", "value": {"intValue": %s}}]}]}]}]}')$$, repeat('7', 5000)), $$VALUES (1)$$,
+                  'a 5,000-digit integer is kept (as text), not a failed request');
+
 -- ---------------------------------------------------------------- the seed's monitoring.traces
 SELECT has_view('monitoring', 'traces', 'monitoring.traces exists');
 SELECT columns_are('monitoring', 'traces',
@@ -310,12 +320,31 @@ SELECT results_eq($$SELECT depth, operation_name, start_offset_ms, jsonb_array_l
                     FROM monitoring.trace_timeline('12121212121212121212121212121212')$$,
                   $$VALUES (0, 'root', 0::double precision, 1), (1, 'first child', 10::double precision, 0),
                            (2, 'grandchild', 12::double precision, 1), (1, 'second child', 50::double precision, 0),
-                           (0, 'orphan', 90::double precision, 0)$$,
-                  'trace_timeline(): depth-first in start order, offsets, errors in their span (or the first root); a cycle is not entered');
+                           (0, 'orphan', 90::double precision, 0), (0, 'cycle a', 95::double precision, 0),
+                           (0, 'cycle b', 96::double precision, 0)$$,
+                  'trace_timeline(): depth-first in start order, offsets, errors in their span (or the first root); spans in a cycle are roots');
 SELECT is((SELECT count(*)::int FROM monitoring.trace_timeline('5B8EFFF798038103D269B633813FC60C')),
           (SELECT count(*)::int FROM monitoring.spans WHERE trace_id = '5b8efff798038103d269b633813fc60c'),
           'trace_timeline() accepts the id in upper case');
 SELECT is((SELECT count(*)::int FROM monitoring.trace_timeline('nonsense')), 0, 'an invalid trace id gives no rows');
+
+-- A span id sent many times with other start times: shown once, and no exponential walk.
+SELECT is(pg_temp.counts((SELECT jsonb_agg(pg_temp.span('14141414141414141414141414141414', lpad(to_hex(i + 1), 16, '0'),
+                                                        'chain ' || i, now() - interval '30 seconds' + d * interval '1 microsecond', 1,
+                                                        CASE WHEN i > 0 THEN jsonb_build_object('parent_span_id', lpad(to_hex(i), 16, '0'))
+                                                             ELSE '{}' END))
+                          FROM generate_series(0, 29) i, generate_series(0, 1) d)),
+          '60/0/0', 'thirty span ids, each sent with two start times');
+SELECT is((SELECT count(*)::int FROM monitoring.trace_timeline('14141414141414141414141414141414')), 30,
+          'trace_timeline() shows each span id once (and returns at once)');
+-- Ids must be JSON strings; a long name in a multi-byte script is cut to fit its index.
+SELECT is(pg_temp.counts(jsonb_build_array(
+    '{"trace_id": 12345678901234567890123456789012, "span_id": "1515151515151515", "name": "numeric trace id", "start_time": "2026-11-23T10:00:00Z"}'::jsonb,
+    pg_temp.span('15151515151515151515151515151515', '1515151515151516', repeat('名', 1100), now(), 1))),
+    '1/0/1', 'a trace id given as a JSON number is rejected; a 1,100-character CJK name is stored');
+SELECT results_eq($$SELECT length(operation_name), octet_length(operation_name) <= 2048, repairs FROM monitoring.spans
+                    WHERE span_id = '1515151515151516'$$,
+                  $$VALUES (512, true, '{name_truncated}'::text[])$$, 'cut to at most 2,048 bytes');
 
 -- ---------------------------------------------------------------- storage
 SELECT is((SELECT retention FROM monitoring.time_series_config WHERE parent_table = 'monitoring.spans'), interval '30 days',
@@ -347,7 +376,7 @@ SELECT throws_ok($$SELECT * FROM monitoring.slowest_operations()$$, '42501', NUL
 RESET ROLE;
 SET LOCAL ROLE observe_reader;
 SELECT ok((SELECT count(*) FROM monitoring.traces) > 0, 'the reader reads traces');
-SELECT ok((SELECT count(*) FROM monitoring.trace_timeline('12121212121212121212121212121212')) = 5, 'and timelines');
+SELECT ok((SELECT count(*) FROM monitoring.trace_timeline('12121212121212121212121212121212')) = 7, 'and timelines');
 SELECT throws_ok($$SELECT * FROM monitoring.ingest_spans('[]')$$, '42501', NULL, 'the reader cannot ingest');
 SELECT throws_ok($$DELETE FROM monitoring.spans$$, '42501', NULL, 'nor delete');
 RESET ROLE;

@@ -3,7 +3,7 @@
 -- Everything runs in one transaction: now() does not move, so "received a while ago" is
 -- simulated by moving received_at back.
 BEGIN;
-SELECT plan(38);
+SELECT plan(41);
 SET LOCAL search_path = public, monitoring;
 
 CREATE FUNCTION pg_temp.record(p_points jsonb) RETURNS text LANGUAGE sql AS $$
@@ -57,21 +57,21 @@ SELECT is(pg_temp.record(jsonb_build_array(
     '1/16', 'bad points are rejected one by one; the good one of the batch is stored');
 SELECT results_eq(
     $$SELECT reason FROM monitoring.rejected_telemetry WHERE kind = 'metric' ORDER BY rejected_id$$,
-    $$VALUES ('metric_value must be a finite number (NaN, infinities and text are not)'),
-             ('metric_value must be a finite number (NaN, infinities and text are not)'),
-             ('metric_value must be a finite number (NaN, infinities and text are not)'),
-             ('metric_value must be a finite number (NaN, infinities and text are not)'),
-             ('metric_value must be a finite number (NaN, infinities and text are not)'),
+    $$VALUES ('metric_value must be a number of at most 1e300 in magnitude (NaN, infinities and text are not)'),
+             ('metric_value must be a number of at most 1e300 in magnitude (NaN, infinities and text are not)'),
+             ('metric_value must be a number of at most 1e300 in magnitude (NaN, infinities and text are not)'),
+             ('metric_value must be a number of at most 1e300 in magnitude (NaN, infinities and text are not)'),
+             ('metric_value must be a number of at most 1e300 in magnitude (NaN, infinities and text are not)'),
              ('a metric point needs a metric_name'),
              ('a metric point needs a metric_name'),
-             ('metric_name is longer than 1,024 characters'),
+             ('metric_name is longer than 1,024 bytes'),
              ('metric_type summary is not counter, gauge or histogram'),
              ('metric_type NULL is not counter, gauge or histogram'),
              ('labels must be a JSON object'),
              ('labels has 10000 keys: at most 256'),
              ('timestamp is not ISO 8601 text'),
              ('values is empty'),
-             ('metric_value must be a finite number (NaN, infinities and text are not)'),
+             ('metric_value must be a number of at most 1e300 in magnitude (NaN, infinities and text are not)'),
              ('a metric point must be a JSON object')$$,
     'each rejected point is kept with its reason');
 SELECT is((SELECT jsonb_array_length(payload->'values') FROM monitoring.rejected_telemetry WHERE reason = 'values is empty'), 0,
@@ -94,6 +94,26 @@ SELECT throws_ok($$SELECT * FROM monitoring.record_metrics('{}')$$, '22023',
 SELECT throws_ok($$SELECT * FROM monitoring.record_metrics(NULL)$$, '22023', NULL, 'NULL: a clear error');
 SELECT throws_ok($$INSERT INTO monitoring.metrics (metric_name, metric_type, metric_value, environment) VALUES ('x', 'gauge', 'NaN', 'p')$$,
                  '23514', NULL, 'a direct INSERT of NaN fails its check');
+
+-- Points that once broke the rollups: huge labels and sums beyond double precision.
+SELECT is(pg_temp.record(jsonb_build_array(
+    jsonb_build_object('name', 'big.labels', 'type', 'gauge', 'value', 1,
+                       'labels', jsonb_build_object('k', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 200) i))),
+    '{"name": "big.values", "type": "counter", "values": [1e300, 1e300]}'::jsonb,
+    '{"name": "too.big", "type": "counter", "value": 1e301}'::jsonb)), '3/1',
+    '6 kB of labels and values of 1e300 are stored; 1e301 is not');
+UPDATE monitoring.metrics SET received_at = now() - interval '2 minutes' WHERE metric_name IN ('big.labels', 'big.values');
+SELECT matches(monitoring.rollup_metrics(), 'series-minutes rolled up$', 'and roll up');
+-- A maintenance task that fails is reported; it does not undo the partition maintenance.
+CREATE FUNCTION pg_temp.failing_task() RETURNS text LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'task broke'; END $$;
+INSERT INTO monitoring.maintenance_task (task_name, function_name, run_order) VALUES ('failing', 'pg_temp.failing_task', 1);
+SET LOCAL client_min_messages = error;   -- the task's warning
+SELECT results_eq($$SELECT result FROM monitoring.run_maintenance() WHERE task = 'failing'$$,
+                  $$VALUES ('failed: task broke')$$, 'a failing maintenance task is reported and the rest runs');
+RESET client_min_messages;
+DELETE FROM monitoring.maintenance_task WHERE task_name = 'failing';
+DELETE FROM monitoring.metric_rollup_state;   -- the rollup tests below start afresh
+TRUNCATE monitoring.metric_rollups_1m;
 
 -- ---------------------------------------------------------------- the seed's monitoring.metrics
 SELECT columns_are('monitoring', 'metrics',

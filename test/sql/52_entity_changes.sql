@@ -1,7 +1,7 @@
 -- Business events: track_changes() / untrack_changes(), the change log's rows, the trace id
 -- read from the transaction, who changed what, bad input and privileges.
 BEGIN;
-SELECT plan(31);
+SELECT plan(39);
 SET LOCAL search_path = public, monitoring;
 
 CREATE TABLE public.shop_order (id integer PRIMARY KEY, total numeric NOT NULL, status text NOT NULL);
@@ -98,6 +98,61 @@ SELECT is(monitoring.untrack_changes('public.shop_order'), false, 'and says when
 UPDATE shop_order SET total = 4 WHERE id = 42;
 SELECT is((SELECT count(*)::int FROM monitoring.tb_entity_change_log WHERE after_data->>'total' = '4'), 0, 'no more rows after it');
 SELECT ok((SELECT count(*) FROM monitoring.tb_entity_change_log WHERE entity_id = '42') > 0, 'past changes stay');
+
+-- ---------------------------------------------------------------- hostile owners and schema changes
+-- The owner of a tracked table adds a cast to json that tries to make itself superuser: the
+-- trigger converts rows as the role making the change, so the cast runs without any right.
+CREATE ROLE observe_test_owner NOLOGIN;
+CREATE SCHEMA hostile AUTHORIZATION observe_test_owner;
+CREATE TABLE hostile.t (id integer PRIMARY KEY);
+ALTER TABLE hostile.t OWNER TO observe_test_owner;
+SELECT monitoring.track_changes('hostile.t');
+SET LOCAL ROLE observe_test_owner;
+CREATE TYPE hostile.flag AS ENUM ('x');
+ALTER TABLE hostile.t ADD COLUMN f hostile.flag;
+CREATE FUNCTION hostile.flag_json(hostile.flag) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('observe_test.cast_ran_as', current_user, true);
+    BEGIN
+        EXECUTE 'ALTER ROLE observe_test_owner SUPERUSER';
+    EXCEPTION WHEN insufficient_privilege THEN NULL;
+    END;
+    RETURN '"x"';
+END $$;
+CREATE CAST (hostile.flag AS json) WITH FUNCTION hostile.flag_json(hostile.flag);
+INSERT INTO hostile.t VALUES (1, 'x');
+SELECT is(current_setting('observe_test.cast_ran_as'), 'observe_test_owner', 'a cast of the owner''s runs as the owner, not as pg_observe');
+SELECT throws_ok($$SELECT monitoring._append_entity_change('hostile.t', 'INSERT', NULL, '{"id": 9}', 'postgres', 'x', '{id}')$$,
+                 '42501', '_append_entity_change() is called by the triggers of track_changes() only',
+                 'the append cannot be called directly: no forged changes');
+RESET ROLE;
+SELECT is((SELECT rolsuper FROM pg_roles WHERE rolname = 'observe_test_owner'), false, 'and the owner is still no superuser');
+SELECT results_eq($$SELECT entity_id, after_data FROM monitoring.tb_entity_change_log WHERE table_name = 'hostile.t'$$,
+                  $$VALUES ('1', '{"f": "x", "id": 1}'::jsonb)$$, 'the change is logged once, as it happened');
+
+-- A renamed key does not fail the user's writes; the change names the key as it is now.
+CREATE TABLE public.renamed (id integer PRIMARY KEY, v text);
+SELECT monitoring.track_changes('public.renamed');
+ALTER TABLE public.renamed RENAME COLUMN id TO order_id;
+SELECT lives_ok($$INSERT INTO public.renamed VALUES (7, 'x')$$, 'a write after the key column was renamed works');
+SELECT is((SELECT entity_id FROM monitoring.tb_entity_change_log WHERE table_name = 'public.renamed'), '[7]',
+          'and the change carries the key''s current value');
+
+-- A timestamptz key reads the same from every session's time zone; excluded columns stay out.
+CREATE TABLE public.readings (sensor integer, taken timestamptz, secret text, PRIMARY KEY (sensor, taken));
+SELECT monitoring.track_changes('public.readings', 'reading', '{secret}');
+SET LOCAL timezone = 'America/New_York';
+INSERT INTO public.readings VALUES (1, '2026-01-01 00:00:00+00', 's3cr3t');
+SET LOCAL timezone = 'Asia/Tokyo';
+UPDATE public.readings SET secret = 'other' WHERE sensor = 1;
+DELETE FROM public.readings;
+RESET timezone;
+SELECT results_eq($$SELECT DISTINCT entity_id FROM monitoring.tb_entity_change_log WHERE entity_name = 'reading'$$,
+                  $$VALUES ('[1, "2026-01-01T00:00:00+00:00"]')$$, 'one entity id whatever the session''s time zone');
+SELECT results_eq($$SELECT change_type, COALESCE(before_data ? 'secret', false) OR COALESCE(after_data ? 'secret', false) FROM monitoring.tb_entity_change_log
+                    WHERE entity_name = 'reading' ORDER BY change_id$$,
+                  $$VALUES ('INSERT', false), ('DELETE', false)$$,
+                  'excluded columns are not logged (and an UPDATE of them alone is no change)');
 
 -- ---------------------------------------------------------------- storage and privileges
 SELECT results_eq($$SELECT partition_interval, retention FROM monitoring.time_series_config
