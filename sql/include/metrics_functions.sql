@@ -13,10 +13,7 @@ DECLARE
     newest timestamptz := pg_catalog.now() + interval '1 day';
 BEGIN
     -- Before the oldest partition and the retention, or over a day ahead: a wrong clock.
-    SELECT GREATEST(pg_catalog.now() - c.retention, monitoring._oldest_partition_start('monitoring.metrics'))
-        INTO oldest
-    FROM monitoring.time_series_config c WHERE c.parent_table = 'monitoring.metrics';
-    oldest := COALESCE(oldest, '-infinity');
+    oldest := monitoring._oldest_plausible_time('monitoring.metrics');
 
     WITH points AS (
         SELECT p.value AS point,
@@ -78,44 +75,6 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._store_metrics(jsonb) IS 'Body of record_metrics(): stores one batch in one statement';
 
--- As _store_spans_bisecting(): a batch whose statement fails is stored half by half, down to
--- the failing point.
-CREATE FUNCTION monitoring._store_metrics_bisecting(p_points jsonb, OUT accepted integer, OUT rejected integer)
-    LANGUAGE plpgsql
-    VOLATILE
-    SET search_path = ''
-AS $$
-DECLARE
-    n integer := pg_catalog.jsonb_array_length(p_points);
-    part record;
-BEGIN
-    BEGIN
-        SELECT * INTO STRICT part FROM monitoring._store_metrics(p_points);
-        accepted := part.accepted; rejected := part.rejected;
-        RETURN;
-    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
-        IF n = 1 THEN
-            INSERT INTO monitoring.rejected_telemetry (kind, reason, payload) VALUES ('metric', SQLERRM, p_points -> 0);
-            accepted := 0; rejected := 1;
-            RETURN;
-        END IF;
-    END;
-    accepted := 0; rejected := 0;
-    FOR part IN
-        SELECT b.* FROM (VALUES (0, n / 2), (n / 2, n)) AS h(first, last)
-        CROSS JOIN LATERAL monitoring._store_metrics_bisecting(
-            (SELECT pg_catalog.jsonb_agg(e.value ORDER BY e.ordinality)
-             FROM pg_catalog.jsonb_array_elements(p_points) WITH ORDINALITY e
-             WHERE e.ordinality > h.first AND e.ordinality <= h.last)) b
-    LOOP
-        accepted := accepted + part.accepted;
-        rejected := rejected + part.rejected;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION monitoring._store_metrics_bisecting(jsonb) IS
-    'Stores a batch of metric points; when its statement fails, each half on its own, down to the failing point';
-
 CREATE FUNCTION monitoring.record_metrics(p_points jsonb)
     RETURNS TABLE (accepted integer, rejected integer)
     LANGUAGE plpgsql
@@ -133,7 +92,7 @@ BEGIN
         RETURN QUERY SELECT 0, 0;
         RETURN;
     END IF;
-    RETURN QUERY SELECT * FROM monitoring._store_metrics_bisecting(p_points);
+    RETURN QUERY SELECT b.accepted, b.rejected FROM monitoring._store_bisecting(p_points, 'metric') b;
 END
 $$;
 COMMENT ON FUNCTION monitoring.record_metrics(jsonb) IS

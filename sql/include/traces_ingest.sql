@@ -42,15 +42,15 @@ AS $$
            e.value OPERATOR(pg_catalog.->) 'links' AS links_given
     FROM pg_catalog.jsonb_array_elements(p_spans) AS e
     OFFSET 0) f
+    OFFSET 0   -- the ids below are read by the callers' filters and outputs: computed once
 $$;
 COMMENT ON FUNCTION monitoring._span_fields(jsonb) IS 'The fields of each span of a batch, as _store_spans() reads them';
 
 -- Stores one batch: one INSERT of the storable spans, and only when some were not stored, a
 -- second statement that keeps the unstorable ones with their reason. The "OFFSET 0" fences
 -- make each field be computed once per span (PostgreSQL repeats an expression for every
--- reference to it otherwise), without materializing the batch. The caller (ingest_spans)
--- retries span by span when a value the checks let through still fails (a date like
--- 2024-02-30).
+-- reference to it otherwise), without materializing the batch. When a value the checks let
+-- through still fails (a date like 2024-02-30), _store_bisecting() retries by halves.
 CREATE FUNCTION monitoring._store_spans(p_spans jsonb, OUT accepted integer, OUT duplicates integer,
                                         OUT rejected integer)
     LANGUAGE plpgsql
@@ -65,10 +65,7 @@ BEGIN
     -- A start time before the oldest partition and the retention, or over a day ahead, is a
     -- wrong clock: such a span is stored at the time received (keeping its duration), the
     -- original kept.
-    SELECT GREATEST(pg_catalog.now() - c.retention, monitoring._oldest_partition_start('monitoring.spans'))
-        INTO oldest
-    FROM monitoring.time_series_config c WHERE c.parent_table = 'monitoring.spans';
-    oldest := COALESCE(oldest, '-infinity');
+    oldest := monitoring._oldest_plausible_time('monitoring.spans');
 
         INSERT INTO monitoring.spans AS s
             (trace_id, span_id, parent_span_id, trace_state, service, operation_name, kind, start_time, end_time,
@@ -194,48 +191,6 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._store_spans(jsonb) IS 'Body of ingest_spans(): stores one batch in one statement (two when some span is unstorable)';
 
--- A value the checks let through can still fail the batch's statement (a date like
--- 2024-02-30): then each half is tried on its own, down to the one span that fails, which is
--- kept in rejected_telemetry with PostgreSQL's message. One bad span in n costs about
--- 2 log2(n) statements, not n.
-CREATE FUNCTION monitoring._store_spans_bisecting(p_spans jsonb, OUT accepted integer, OUT duplicates integer,
-                                                  OUT rejected integer)
-    LANGUAGE plpgsql
-    VOLATILE
-    SET search_path = ''
-AS $$
-DECLARE
-    n integer := pg_catalog.jsonb_array_length(p_spans);
-    part record;
-BEGIN
-    BEGIN
-        SELECT * INTO STRICT part FROM monitoring._store_spans(p_spans);
-        accepted := part.accepted; duplicates := part.duplicates; rejected := part.rejected;
-        RETURN;
-    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
-        IF n = 1 THEN
-            INSERT INTO monitoring.rejected_telemetry (kind, reason, payload) VALUES ('span', SQLERRM, p_spans -> 0);
-            accepted := 0; duplicates := 0; rejected := 1;
-            RETURN;
-        END IF;
-    END;
-    accepted := 0; duplicates := 0; rejected := 0;
-    FOR part IN
-        SELECT b.* FROM (VALUES (0, n / 2), (n / 2, n)) AS h(first, last)
-        CROSS JOIN LATERAL monitoring._store_spans_bisecting(
-            (SELECT pg_catalog.jsonb_agg(e.value ORDER BY e.ordinality)
-             FROM pg_catalog.jsonb_array_elements(p_spans) WITH ORDINALITY e
-             WHERE e.ordinality > h.first AND e.ordinality <= h.last)) b
-    LOOP
-        accepted := accepted + part.accepted;
-        duplicates := duplicates + part.duplicates;
-        rejected := rejected + part.rejected;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION monitoring._store_spans_bisecting(jsonb) IS
-    'Stores a batch of spans; when its statement fails, each half on its own, down to the failing span';
-
 CREATE FUNCTION monitoring.ingest_spans(p_spans jsonb)
     RETURNS TABLE (accepted integer, duplicates integer, rejected integer)
     LANGUAGE plpgsql
@@ -253,7 +208,7 @@ BEGIN
         RETURN QUERY SELECT 0, 0, 0;
         RETURN;
     END IF;
-    RETURN QUERY SELECT * FROM monitoring._store_spans_bisecting(p_spans);
+    RETURN QUERY SELECT * FROM monitoring._store_bisecting(p_spans, 'span');
 END
 $$;
 COMMENT ON FUNCTION monitoring.ingest_spans(jsonb) IS
