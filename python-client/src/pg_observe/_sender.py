@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 
 from pg_observe.events import sanitize
 
@@ -83,6 +84,38 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT)
 
 
+def own_connection_params(conninfo: str, kwargs: dict[str, Any], *, connect_timeout: float,
+                          application_name: str) -> tuple[str, dict[str, Any]]:
+    """conninfo and keyword arguments for a connection of pg_observe's own (the trackers', the
+    recorder's, the exporter's): a connect timeout and an application name unless the caller's
+    settings give them, and autocommit."""
+    kwargs = dict(kwargs)
+    try:
+        given = {**conninfo_to_dict(conninfo), **kwargs}
+    except Exception:
+        given = dict(kwargs)
+    if "connect_timeout" not in given:
+        kwargs["connect_timeout"] = connect_timeout
+    if "application_name" not in given:
+        kwargs["application_name"] = application_name
+    kwargs["autocommit"] = True
+    return conninfo, kwargs
+
+
+def after_fork_in_child(owner: Any) -> None:
+    """Calls ``owner._after_fork()`` in every forked child, for as long as ``owner`` lives: its
+    thread does not exist there and its lock may be held by it."""
+    ref = weakref.ref(owner)
+
+    def after_fork() -> None:
+        target = ref()
+        if target is not None:
+            target._after_fork()
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=after_fork)
+
+
 class Sender:
     """Bounded queue plus the daemon thread that empties it into the database."""
 
@@ -113,15 +146,7 @@ class Sender:
         self._init_state()
         self._start()
         atexit.register(self._atexit)
-        ref = weakref.ref(self)
-
-        def after_fork() -> None:
-            sender = ref()
-            if sender is not None:
-                sender._after_fork()
-
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=after_fork)
+        after_fork_in_child(self)
 
     # --- state --------------------------------------------------------------------------------
 

@@ -22,12 +22,11 @@ from typing import Any, ClassVar, Union
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pg_observe._sender import Sender, TrackerStats, _Raw
+from pg_observe._sender import Sender, TrackerStats, _Raw, own_connection_params
 from pg_observe.events import (
     ErrorLike,
     build_event,
@@ -196,17 +195,8 @@ class _TrackerBase:
             conninfo, kwargs = self._pool.conninfo, dict(self._pool.kwargs or {})
         else:
             conninfo, kwargs = self._dsn or "", {}
-        try:
-            given = conninfo_to_dict(conninfo)
-        except Exception:
-            given = {}
-        given.update(kwargs)
-        if "connect_timeout" not in given:
-            kwargs["connect_timeout"] = self.options["connect_timeout"]
-        if "application_name" not in given:
-            kwargs["application_name"] = "pg_observe client"
-        kwargs["autocommit"] = True
-        return conninfo, kwargs
+        return own_connection_params(conninfo, kwargs, connect_timeout=self.options["connect_timeout"],
+                                     application_name="pg_observe client")
 
     def _dedicated(self) -> _Borrowed:
         conn = self._sender_conn

@@ -44,21 +44,18 @@ import json
 import logging
 import math
 import numbers
-import os
 import random
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pg_observe._sender import _transient
+from pg_observe._sender import _transient, after_fork_in_child, own_connection_params
 from pg_observe.errors import _Borrowed
 
 log = logging.getLogger("pg_observe")
@@ -245,15 +242,7 @@ class MetricsRecorder:
         self._init_state()
         self._start()
         atexit.register(self._atexit)
-        ref = weakref.ref(self)
-
-        def after_fork() -> None:
-            recorder = ref()
-            if recorder is not None:
-                recorder._after_fork()
-
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=after_fork)
+        after_fork_in_child(self)
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -662,17 +651,8 @@ class MetricsRecorder:
             conninfo, kwargs = self._pool.conninfo, dict(self._pool.kwargs or {})
         else:
             conninfo, kwargs = self._dsn or "", {}
-        try:
-            given = conninfo_to_dict(conninfo)
-        except Exception:
-            given = {}
-        given.update(kwargs)
-        if "connect_timeout" not in given:
-            kwargs["connect_timeout"] = self.connect_timeout
-        if "application_name" not in given:
-            kwargs["application_name"] = "pg_observe metrics"
-        kwargs["autocommit"] = True
-        return conninfo, kwargs
+        return own_connection_params(conninfo, kwargs, connect_timeout=self.connect_timeout,
+                                     application_name="pg_observe metrics")
 
     def _close_conn(self) -> None:
         conn, self._conn = self._conn, None

@@ -42,11 +42,10 @@ import psycopg
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pg_observe._sender import _transient
+from pg_observe._sender import _transient, own_connection_params
 from pg_observe.events import clean_string, safe_str
 
 log = logging.getLogger("pg_observe")
@@ -353,17 +352,11 @@ class PostgreSQLSpanExporter(SpanExporter):
             self._own_conn = None
         conn = self._own_conn
         if conn is None or conn.closed or conn.broken:
-            kwargs = dict(self._conn_kwargs)
-            try:
-                given = {**conninfo_to_dict(self._conninfo), **kwargs}
-            except Exception:
-                given = dict(kwargs)
-            if "connect_timeout" not in given:
-                kwargs["connect_timeout"] = max(2, math.ceil(timeout))  # libpq's minimum is 2 seconds
-            if "application_name" not in given:
-                kwargs["application_name"] = "pg_observe span exporter"
-            kwargs["autocommit"] = True
-            conn = self._own_conn = psycopg.connect(self._conninfo, **kwargs)
+            conninfo, kwargs = own_connection_params(
+                self._conninfo, self._conn_kwargs,
+                connect_timeout=max(2, math.ceil(timeout)),  # libpq's minimum is 2 seconds
+                application_name="pg_observe span exporter")
+            conn = self._own_conn = psycopg.connect(conninfo, **kwargs)
             self._own_conn_pid = os.getpid()
         return conn
 
