@@ -272,10 +272,20 @@ BEGIN
         processed := processed OPERATOR(pg_catalog.+) claimed;
         EXIT WHEN processed OPERATOR(pg_catalog.>=) p_max_messages;
     END LOOP;
+    -- The heartbeat health() reads, left even when nothing was due. Keyed by the name given,
+    -- else by the role alone: the pg_cron backstop gets a new backend (pid) every minute.
+    INSERT INTO monitoring.dispatcher_heartbeat AS h
+        (dispatcher, last_seen_at, last_sent, last_failed, last_dead, calls)
+    VALUES (pg_catalog.left(COALESCE(p_dispatcher, CURRENT_USER::text), 200), pg_catalog.clock_timestamp(),
+            sent, failed, dead, 1)
+    ON CONFLICT ON CONSTRAINT dispatcher_heartbeat_pkey DO UPDATE
+        SET last_seen_at = EXCLUDED.last_seen_at, last_sent = EXCLUDED.last_sent,
+            last_failed = EXCLUDED.last_failed, last_dead = EXCLUDED.last_dead,
+            calls = h.calls OPERATOR(pg_catalog.+) 1;
 END
 $$;
 COMMENT ON PROCEDURE monitoring.dispatch_notifications(integer, text, integer, integer, integer) IS
-    'Sends due notifications (claim, commit, send, record, commit; repeated up to p_max_messages); CALL it outside a transaction block. Run by pg-observe worker and the pg_cron job';
+    'Sends due notifications (claim, commit, send, record, commit; repeated up to p_max_messages), then leaves a heartbeat in dispatcher_heartbeat; CALL it outside a transaction block. Run by pg-observe worker and the pg_cron job';
 
 CREATE OR REPLACE FUNCTION monitoring.retry_notifications(p_queue_ids bigint[] DEFAULT NULL)
     RETURNS integer
