@@ -9,6 +9,10 @@ PACKAGES=(
   postgresql-15 postgresql-contrib postgresql-server-dev-15 postgresql-plpython3-15
   postgresql-15-cron postgresql-15-partman postgresql-15-pgtap postgresql-15-plpgsql-check
   libtap-parser-sourcehandler-pgtap-perl python3-venv python3-pip make
+  # promtool/amtool check the alert rules and Alertmanager example; the exporter is tested for real
+  prometheus prometheus-alertmanager prometheus-postgres-exporter
+  # the cache benchmark's baseline
+  redis-server
 )
 
 missing=()
