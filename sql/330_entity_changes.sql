@@ -41,6 +41,8 @@ COMMENT ON COLUMN monitoring.tb_entity_change_log.table_name IS 'The table chang
 CREATE INDEX tb_entity_change_log_trace_id_idx ON monitoring.tb_entity_change_log (trace_id)
     WHERE trace_id IS NOT NULL;
 CREATE INDEX tb_entity_change_log_entity_idx ON monitoring.tb_entity_change_log (entity_name, entity_id, changed_at);
+-- the audit dashboards read recent changes of every entity: rows arrive in time order
+CREATE INDEX tb_entity_change_log_changed_at_brin ON monitoring.tb_entity_change_log USING brin (changed_at);
 
 -- Two halves, so that no code of a table's owner ever runs with pg_observe's rights: the
 -- triggers run as the role making the change (to_jsonb() may call a cast to json that the
