@@ -11,6 +11,7 @@ stored functions.
 """
 
 from pg_observe._sender import TrackerStats
+from pg_observe.cache import PostgresCache, SyncPostgresCache
 from pg_observe.errors import (
     AsyncErrorTracker,
     ErrorGroup,
@@ -35,6 +36,8 @@ __all__ = [
     "MetricsRecorder",
     "MetricsStats",
     "NotificationWorker",
+    "PostgresCache",
+    "SyncPostgresCache",
     "TrackerStats",
     "build_event",
     "event_from_exception",
@@ -42,4 +45,4 @@ __all__ = [
     "init_async_error_tracker",
     "init_error_tracker",
 ]
-__version__ = "0.5.0"
+__version__ = "0.6.0"

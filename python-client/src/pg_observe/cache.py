@@ -1,0 +1,417 @@
+"""The PostgreSQL cache (seed 001's ``PostgresCache``): a Redis-style key/value cache in an
+UNLOGGED table of the database, shared by every application instance (docs/cache.md).
+
+:class:`PostgresCache` is the asyncio client (an ``AsyncConnectionPool``, an
+``AsyncConnection`` or a DSN); :class:`SyncPostgresCache` has the same methods without
+``await`` (a ``ConnectionPool``, a ``Connection`` or a DSN). Each method is one stored-function
+call, one round trip. Values: anything JSON can hold is stored as ``jsonb`` (a tuple comes back
+as a list, dict keys as strings); ``bytes`` and ``str`` come back exactly as given, a ``str``
+with a NUL character included (stored as UTF-8 bytes, since JSON in PostgreSQL cannot hold
+one). ``ttl`` is in seconds (int or float) or a ``timedelta``; ``None`` means never expires.
+
+Connections: a pool's connection is switched to autocommit while the call runs, so that each
+call is one round trip and commits on its own. A connection you pass is used as it is: in
+autocommit mode every call commits on its own; otherwise the calls join its transaction,
+which you commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, Optional, Union
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+Ttl = Union[int, float, datetime.timedelta, None]
+
+_GET = "SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry(%s, %s)"
+# Arrays go in binary (%b): psycopg's text format quotes every element in Python, ~40 times slower.
+_GET_MANY = "SELECT key, value, value_bytes, value_type FROM monitoring.cache_get_many(%b::text[], %s)"
+_SET_JSON = "SELECT monitoring.cache_set(%s, %s::jsonb, %s::interval, %s)"
+_SET_BYTES = "SELECT monitoring.cache_set_bytes(%s, %s::bytea, %s::interval, %s, %s)"
+_SET_MANY = ("SELECT monitoring.cache_set_many_arrays(%b::text[], %b::text[]::jsonb[], %s::interval, %s,"
+             " %b::bytea[], %b::text[])")
+_SET_IF_ABSENT = "SELECT monitoring.cache_set_if_absent(%s, %s::jsonb, %s::interval, %s)"
+_DELETE = "SELECT monitoring.cache_delete(%s, %s)"
+_DELETE_MANY = "SELECT monitoring.cache_delete_many(%b::text[], %s)"
+_DELETE_PATTERN = "SELECT monitoring.cache_delete_pattern(%s, %s)"
+_KEYS = "SELECT k FROM monitoring.cache_keys(%s, %s, %s::integer) k"
+_INCR = "SELECT monitoring.cache_incr(%s, %s::bigint, %s::interval, %s)"
+_TTL = "SELECT monitoring.cache_ttl(%s, %s)"
+_EXPIRE = "SELECT monitoring.cache_expire(%s, %s::interval, %s)"
+
+_Encoded = tuple[Optional[str], Optional[bytes], str]
+
+
+def _key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"cache keys are str, not {type(key).__name__}")
+    if "\x00" in key:
+        raise ValueError("cache keys cannot contain NUL characters (PostgreSQL text cannot hold them)")
+    return key
+
+
+def _keys(keys: Iterable[str]) -> list[str]:
+    if isinstance(keys, (str, bytes)):
+        raise TypeError("pass a list of keys, not a single key")
+    return [_key(k) for k in keys]
+
+
+def _ttl(ttl: Ttl) -> datetime.timedelta | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float, datetime.timedelta)):
+        raise TypeError(f"ttl is seconds (int or float), a timedelta or None, not {type(ttl).__name__}")
+    delta = ttl if isinstance(ttl, datetime.timedelta) else datetime.timedelta(seconds=ttl)
+    if delta <= datetime.timedelta(0):
+        raise ValueError(f"ttl must be positive, got {ttl!r} (None: the entry never expires)")
+    return delta
+
+
+def _json(value: Any) -> str:
+    # NaN and infinities are not JSON: PostgreSQL would refuse them anyway
+    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode(value: Any) -> _Encoded:
+    """(JSON text, bytes, value type): the storage of a value."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return None, bytes(value), "bytes"
+    if isinstance(value, str) and "\x00" in value:
+        return None, value.encode("utf-8"), "text"
+    return _json(value), None, "json"
+
+
+def _decode(value: Any, value_bytes: bytes | None, value_type: str) -> Any:
+    if value_type == "json":
+        return value
+    if value_type == "bytes":
+        return bytes(value_bytes) if value_bytes is not None else b""
+    return bytes(value_bytes or b"").decode("utf-8")   # text
+
+
+def _set_params(key: str, value: Any, ttl: Ttl, namespace: str) -> tuple[str, tuple[Any, ...]]:
+    key, delta = _key(key), _ttl(ttl)
+    text, raw, value_type = _encode(value)
+    if value_type == "json":
+        return _SET_JSON, (key, text, delta, namespace)
+    return _SET_BYTES, (key, raw, delta, namespace, value_type)
+
+
+def _set_many_params(entries: Mapping[str, Any], ttl: Ttl, namespace: str) -> tuple[Any, ...]:
+    if not isinstance(entries, Mapping):
+        raise TypeError(f"set_many takes a mapping of key: value, not {type(entries).__name__}")
+    delta = _ttl(ttl)
+    keys: list[str] = []
+    texts: list[str | None] = []
+    raws: list[bytes | None] = []
+    types: list[str] = []
+    for key, value in entries.items():
+        text, raw, value_type = _encode(value)
+        keys.append(_key(key))
+        texts.append(text)
+        raws.append(raw)
+        types.append(value_type)
+    any_raw = any(r is not None for r in raws)
+    return (keys, texts, delta, namespace, raws if any_raw else None, types if any_raw else None)
+
+
+def _set_if_absent_params(key: str, value: Any, ttl: Ttl, namespace: str) -> tuple[Any, ...]:
+    text, _, value_type = _encode(value)
+    if value_type != "json":
+        raise TypeError("set_if_absent stores JSON values (a lock token: a str without NUL characters, a number)")
+    return (_key(key), text, _ttl(ttl), namespace)
+
+
+def _check_namespace(namespace: object) -> str:
+    if not isinstance(namespace, str):
+        raise TypeError(f"the namespace is a str, not {type(namespace).__name__}")
+    return _key(namespace)
+
+
+def _found(keys: list[str], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    found = {key: value if value_type == "json" else _decode(value, value_bytes, value_type)
+             for key, value, value_bytes, value_type in rows}
+    return {k: found[k] for k in keys if k in found}   # in the order asked
+
+
+def _incr_amount(amount: int) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError(f"the increment is an int, not {type(amount).__name__}")
+    return amount
+
+
+class PostgresCache:
+    """The asyncio cache client (seed 001): ``cache = PostgresCache(db_pool)``, then
+    ``await cache.set("key", "value", ttl=3600)`` and ``value = await cache.get("key")``.
+
+    ``pool``: a ``psycopg_pool.AsyncConnectionPool``, a ``psycopg.AsyncConnection`` or a DSN
+    (then the cache opens a pool of its own, closed by :meth:`close`). ``namespace`` keeps the
+    keys of applications sharing the database apart.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool | psycopg.AsyncConnection | str, namespace: str = "default",
+                 *, max_connections: int = 4) -> None:
+        self.namespace = _check_namespace(namespace)
+        self._pool: AsyncConnectionPool | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+        self._owned = False
+        self._open_lock: asyncio.Lock | None = None
+        if isinstance(pool, AsyncConnectionPool):
+            self._pool = pool
+        elif isinstance(pool, psycopg.AsyncConnection):
+            self._conn = pool
+        elif isinstance(pool, str):
+            self._pool = AsyncConnectionPool(pool, min_size=1, max_size=max_connections, open=False,
+                                             kwargs={"autocommit": True})
+            self._owned = True
+        elif isinstance(pool, (ConnectionPool, psycopg.Connection)):
+            raise TypeError("PostgresCache is the asyncio client: use SyncPostgresCache with a "
+                            f"{type(pool).__name__}, or pass an AsyncConnectionPool")
+        else:
+            raise TypeError(f"PostgresCache needs an AsyncConnectionPool, an AsyncConnection or a DSN, "
+                            f"not {type(pool).__name__}")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        assert self._pool is not None
+        if self._owned and self._pool.closed:
+            if self._open_lock is None:
+                self._open_lock = asyncio.Lock()
+            async with self._open_lock:
+                if self._pool.closed:
+                    await self._pool.open()
+        async with self._pool.connection() as conn:
+            if conn.autocommit:
+                yield conn
+                return
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    await conn.set_autocommit(False)
+
+    async def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+    async def _scalar(self, query: str, params: tuple[Any, ...]) -> Any:
+        rows = await self._rows(query, params)
+        return rows[0][0]
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The value of a live key; ``default`` when it is absent or expired."""
+        rows = await self._rows(_GET, (_key(key), self.namespace))
+        return _decode(*rows[0]) if rows else default
+
+    async def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
+        """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
+        query, params = _set_params(key, value, ttl, self.namespace)
+        await self._rows(query, params)
+
+    async def delete(self, key: str) -> bool:
+        """Deletes a key; True when it was there (and not expired)."""
+        return bool(await self._scalar(_DELETE, (_key(key), self.namespace)))
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Deletes keys in one call; how many were there."""
+        return int(await self._scalar(_DELETE_MANY, (_keys(keys), self.namespace)))
+
+    async def delete_pattern(self, pattern: str) -> int:
+        """Deletes the keys matching a Redis glob (``user:*``, ``?``, ``[abc]``, ``\\*``); how many."""
+        return int(await self._scalar(_DELETE_PATTERN, (_key(pattern), self.namespace)))
+
+    async def keys(self, pattern: str = "*", limit: int | None = None) -> list[str]:
+        """Live keys matching a Redis glob, in byte order (Redis's KEYS)."""
+        return [row[0] for row in await self._rows(_KEYS, (_key(pattern), self.namespace, limit))]
+
+    async def clear(self) -> int:
+        """Deletes every key of the namespace (Redis's FLUSHDB for this namespace only)."""
+        return await self.delete_pattern("*")
+
+    async def set_many(self, entries: Mapping[str, Any], ttl: Ttl = None) -> int:
+        """Stores every key: value of the mapping in one call, with one TTL; how many."""
+        params = _set_many_params(entries, ttl, self.namespace)
+        if not params[0]:
+            return 0
+        return int(await self._scalar(_SET_MANY, params))
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The live keys among ``keys`` and their values, in one call (absent keys are left out)."""
+        wanted = _keys(keys)
+        if not wanted:
+            return {}
+        return _found(wanted, await self._rows(_GET_MANY, (wanted, self.namespace)))
+
+    async def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
+        """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
+        return int(await self._scalar(_INCR, (_key(key), _incr_amount(amount), _ttl(ttl), self.namespace)))
+
+    async def set_if_absent(self, key: str, value: Any, ttl: Ttl = None) -> bool:
+        """Stores the value only if the key is absent or expired (a lock); True when it did."""
+        return bool(await self._scalar(_SET_IF_ABSENT, _set_if_absent_params(key, value, ttl, self.namespace)))
+
+    async def ttl(self, key: str) -> float:
+        """Seconds the key still lives; -1.0 when it never expires, -2.0 when absent (Redis's TTL)."""
+        return float(await self._scalar(_TTL, (_key(key), self.namespace)))
+
+    async def expire(self, key: str, ttl: Ttl) -> bool:
+        """A new TTL for a live key (None: never expires); False when the key is absent."""
+        return bool(await self._scalar(_EXPIRE, (_key(key), _ttl(ttl), self.namespace)))
+
+    async def exists(self, key: str) -> bool:
+        """Whether the key is live."""
+        return await self.ttl(key) != -2.0
+
+    async def close(self) -> None:
+        """Closes the pool the cache opened for a DSN (a pool or connection you passed stays open)."""
+        if self._owned and self._pool is not None and not self._pool.closed:
+            await self._pool.close()
+
+    async def __aenter__(self) -> PostgresCache:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class SyncPostgresCache:
+    """The synchronous twin of :class:`PostgresCache`: the same methods, without ``await``.
+
+    ``pool``: a ``psycopg_pool.ConnectionPool``, a ``psycopg.Connection`` or a DSN (then the cache
+    opens a pool of its own, closed by :meth:`close`).
+    """
+
+    def __init__(self, pool: ConnectionPool | psycopg.Connection | str, namespace: str = "default",
+                 *, max_connections: int = 4) -> None:
+        self.namespace = _check_namespace(namespace)
+        self._pool: ConnectionPool | None = None
+        self._conn: psycopg.Connection | None = None
+        self._owned = False
+        if isinstance(pool, ConnectionPool):
+            self._pool = pool
+        elif isinstance(pool, psycopg.Connection):
+            self._conn = pool
+        elif isinstance(pool, str):
+            self._pool = ConnectionPool(pool, min_size=1, max_size=max_connections, open=True,
+                                        kwargs={"autocommit": True})
+            self._owned = True
+        elif isinstance(pool, (AsyncConnectionPool, psycopg.AsyncConnection)):
+            raise TypeError("SyncPostgresCache is the synchronous client: use PostgresCache with a "
+                            f"{type(pool).__name__}")
+        else:
+            raise TypeError("SyncPostgresCache needs a ConnectionPool, a Connection or a DSN, "
+                            f"not {type(pool).__name__}")
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            if conn.autocommit:
+                yield conn
+                return
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    conn.autocommit = False
+
+    def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            cur.execute(query, params)
+            return cur.fetchall()
+
+    def _scalar(self, query: str, params: tuple[Any, ...]) -> Any:
+        return self._rows(query, params)[0][0]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of a live key; ``default`` when it is absent or expired."""
+        rows = self._rows(_GET, (_key(key), self.namespace))
+        return _decode(*rows[0]) if rows else default
+
+    def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
+        """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
+        query, params = _set_params(key, value, ttl, self.namespace)
+        self._rows(query, params)
+
+    def delete(self, key: str) -> bool:
+        """Deletes a key; True when it was there (and not expired)."""
+        return bool(self._scalar(_DELETE, (_key(key), self.namespace)))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Deletes keys in one call; how many were there."""
+        return int(self._scalar(_DELETE_MANY, (_keys(keys), self.namespace)))
+
+    def delete_pattern(self, pattern: str) -> int:
+        """Deletes the keys matching a Redis glob (``user:*``, ``?``, ``[abc]``, ``\\*``); how many."""
+        return int(self._scalar(_DELETE_PATTERN, (_key(pattern), self.namespace)))
+
+    def keys(self, pattern: str = "*", limit: int | None = None) -> list[str]:
+        """Live keys matching a Redis glob, in byte order (Redis's KEYS)."""
+        return [row[0] for row in self._rows(_KEYS, (_key(pattern), self.namespace, limit))]
+
+    def clear(self) -> int:
+        """Deletes every key of the namespace (Redis's FLUSHDB for this namespace only)."""
+        return self.delete_pattern("*")
+
+    def set_many(self, entries: Mapping[str, Any], ttl: Ttl = None) -> int:
+        """Stores every key: value of the mapping in one call, with one TTL; how many."""
+        params = _set_many_params(entries, ttl, self.namespace)
+        if not params[0]:
+            return 0
+        return int(self._scalar(_SET_MANY, params))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The live keys among ``keys`` and their values, in one call (absent keys are left out)."""
+        wanted = _keys(keys)
+        if not wanted:
+            return {}
+        return _found(wanted, self._rows(_GET_MANY, (wanted, self.namespace)))
+
+    def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
+        """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
+        return int(self._scalar(_INCR, (_key(key), _incr_amount(amount), _ttl(ttl), self.namespace)))
+
+    def set_if_absent(self, key: str, value: Any, ttl: Ttl = None) -> bool:
+        """Stores the value only if the key is absent or expired (a lock); True when it did."""
+        return bool(self._scalar(_SET_IF_ABSENT, _set_if_absent_params(key, value, ttl, self.namespace)))
+
+    def ttl(self, key: str) -> float:
+        """Seconds the key still lives; -1.0 when it never expires, -2.0 when absent (Redis's TTL)."""
+        return float(self._scalar(_TTL, (_key(key), self.namespace)))
+
+    def expire(self, key: str, ttl: Ttl) -> bool:
+        """A new TTL for a live key (None: never expires); False when the key is absent."""
+        return bool(self._scalar(_EXPIRE, (_key(key), _ttl(ttl), self.namespace)))
+
+    def exists(self, key: str) -> bool:
+        """Whether the key is live."""
+        return self.ttl(key) != -2.0
+
+    def close(self) -> None:
+        """Closes the pool the cache opened for a DSN (a pool or connection you passed stays open)."""
+        if self._owned and self._pool is not None and not self._pool.closed:
+            self._pool.close()
+
+    def __enter__(self) -> SyncPostgresCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,913 @@
+-- Functions of the cache (included by sql/500_cache.sql and by the upgrade scripts, hence
+-- CREATE OR REPLACE). docs/cache.md is their reference.
+--
+-- Every function the applications call is SECURITY DEFINER: nobody but the owner (and
+-- observe_admin) may touch the tables, so every write passes the key, TTL and value checks
+-- and is counted. The hot ones (get, set) are PL/pgSQL, whose plans a session keeps; a SQL
+-- function that cannot be inlined (a SET clause) would be planned again at every call.
+--
+-- Time: expiry is decided by clock_timestamp(), not by now(): an entry set with a TTL of one
+-- second inside a transaction that lasts a minute is already gone when the transaction reads
+-- it again, as in Redis.
+--
+-- Several rows are always locked in key order (sets, deletes, pattern deletes), so two
+-- multi-key calls cannot deadlock each other.
+
+-- ------------------------------------------------------------------------------------------
+-- Checks and statistics
+
+-- Raises the error of a bad key or namespace (NULL, too long); called where a check failed
+-- or for the keys of a batch, so that the common path only compares lengths.
+CREATE OR REPLACE FUNCTION monitoring._cache_check_key(p_key text, p_namespace text)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    IMMUTABLE
+    SET search_path = ''
+AS $$
+BEGIN
+    IF p_namespace IS NULL OR pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'a cache namespace must be 1 to 64 bytes long, got %',
+                        COALESCE(pg_catalog.octet_length(p_namespace) || ' bytes', 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_key IS NULL THEN
+        RAISE EXCEPTION 'a cache key must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF pg_catalog.octet_length(p_key) > 1024 THEN
+        RAISE EXCEPTION 'a cache key of % bytes is longer than the limit of 1024 bytes', pg_catalog.octet_length(p_key)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Hash long keys (sha256, say) and use the hash as the key.';
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION monitoring._cache_check_key(text, text) IS
+    'Raises the error of a NULL or oversize cache key or namespace; true otherwise';
+
+-- When an entry with this TTL expires; NULL (no TTL) never. Zero and negative TTLs are errors,
+-- as in Redis (SET ... EX 0 fails): "expire now" is cache_delete().
+CREATE OR REPLACE FUNCTION monitoring._cache_expires_at(p_ttl interval)
+    RETURNS timestamptz
+    LANGUAGE plpgsql
+    VOLATILE   -- clock_timestamp()
+    SET search_path = ''
+AS $$
+DECLARE
+    at_now timestamptz := pg_catalog.clock_timestamp();
+    expires timestamptz;
+BEGIN
+    IF p_ttl IS NULL THEN
+        RETURN NULL;
+    END IF;
+    expires := at_now + p_ttl;   -- 'timestamp out of range' beyond the year 294276
+    IF expires <= at_now THEN
+        RAISE EXCEPTION 'a cache TTL must be positive, got %', p_ttl
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL for an entry that never expires; delete the key to drop it now.';
+    END IF;
+    RETURN expires;
+END
+$$;
+COMMENT ON FUNCTION monitoring._cache_expires_at(interval) IS
+    'Expiry time of a TTL from now; NULL for no TTL; an error for zero or negative';
+
+-- Counting without a write per call. A backend keeps the events of one namespace in two
+-- session settings: pg_observe.cache_namespace, and pg_observe.cache_pending, the Unix second
+-- of its first event (10 digits) followed by one letter per event (h hit, m miss, s set).
+-- cache_get, cache_get_entry and cache_set append their letter inline (a few microseconds);
+-- _cache_note() adds everything to the backend's own row of cache_counters once 100 events
+-- are pending, once the first is 10 seconds old, or when another namespace is counted.
+-- Settings follow the transaction: the events of a rolled-back call are not counted. A
+-- session can only forge its own counts (a setting that is not well-formed is dropped).
+
+CREATE OR REPLACE FUNCTION monitoring._cache_note(p_namespace text, p_hits bigint, p_misses bigint, p_sets bigint,
+                                                  p_flush boolean DEFAULT false)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+DECLARE
+    pending_namespace text := pg_catalog.current_setting('pg_observe.cache_namespace', true);
+    pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
+    now_epoch bigint := pg_catalog.date_part('epoch', pg_catalog.now())::bigint;
+BEGIN
+    IF pending !~ '^[0-9]{10}[hms]*$' OR pg_catalog.octet_length(pending_namespace) NOT BETWEEN 1 AND 64 THEN
+        pending := NULL;   -- not ours, or forged: dropped
+    END IF;
+    IF NOT p_flush AND pending_namespace = p_namespace AND pg_catalog.length(pending) + p_hits + p_misses + p_sets < 110
+       AND pg_catalog.left(pending, 10)::bigint >= now_epoch - 10 THEN
+        pending := pg_catalog.set_config('pg_observe.cache_pending',
+                                         pending || pg_catalog.repeat('h', p_hits::integer)
+                                         || pg_catalog.repeat('m', p_misses::integer) || pg_catalog.repeat('s', p_sets::integer),
+                                         false);
+        RETURN true;
+    END IF;
+    IF pg_catalog.current_setting('transaction_read_only') = 'on' THEN
+        -- read-only transactions (and standbys) cannot write: keep counting, up to a bound
+        IF pending_namespace = p_namespace AND pg_catalog.length(pending) + p_hits + p_misses + p_sets < 10000 THEN
+            pending := pg_catalog.set_config('pg_observe.cache_pending',
+                                             pending || pg_catalog.repeat('h', p_hits::integer)
+                                             || pg_catalog.repeat('m', p_misses::integer) || pg_catalog.repeat('s', p_sets::integer),
+                                             false);
+        END IF;
+        RETURN false;
+    END IF;
+    -- Add what is pending with this call's events; a few events of another namespace start the
+    -- next pending list instead.
+    INSERT INTO monitoring.cache_counters AS c (namespace, backend_pid, hits, misses, sets)
+    SELECT n.namespace, pg_catalog.pg_backend_pid(), pg_catalog.sum(n.hits), pg_catalog.sum(n.misses), pg_catalog.sum(n.sets)
+    FROM (SELECT pending_namespace AS namespace,
+                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'h', '')) AS hits,
+                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'm', '')) AS misses,
+                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 's', '')) AS sets
+          WHERE pending IS NOT NULL
+          UNION ALL
+          SELECT p_namespace, p_hits, p_misses, p_sets
+          WHERE p_hits + p_misses + p_sets >= 100 OR p_namespace = pending_namespace) n
+    GROUP BY n.namespace
+    HAVING pg_catalog.sum(n.hits) + pg_catalog.sum(n.misses) + pg_catalog.sum(n.sets) > 0
+    ORDER BY n.namespace
+    ON CONFLICT (namespace, backend_pid) DO UPDATE
+        SET hits = c.hits + excluded.hits, misses = c.misses + excluded.misses, sets = c.sets + excluded.sets;
+    pending := pg_catalog.set_config('pg_observe.cache_pending',
+                                     pg_catalog.lpad(now_epoch::text, 10, '0')
+                                     || CASE WHEN p_hits + p_misses + p_sets < 100 AND p_namespace IS DISTINCT FROM pending_namespace
+                                             THEN pg_catalog.repeat('h', p_hits::integer) || pg_catalog.repeat('m', p_misses::integer)
+                                                  || pg_catalog.repeat('s', p_sets::integer)
+                                             ELSE '' END,
+                                     false);
+    IF pending_namespace IS DISTINCT FROM p_namespace THEN
+        pending_namespace := pg_catalog.set_config('pg_observe.cache_namespace', p_namespace, false);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION monitoring._cache_note(text, bigint, bigint, bigint, boolean) IS
+    'Counts cache hits, misses and sets in the session; adds them to cache_counters every 100 events or 10 seconds';
+
+CREATE OR REPLACE FUNCTION monitoring.cache_flush_stats()
+    RETURNS void
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    pending_namespace text := pg_catalog.current_setting('pg_observe.cache_namespace', true);
+BEGIN
+    IF pg_catalog.octet_length(pending_namespace) BETWEEN 1 AND 64 THEN
+        PERFORM monitoring._cache_note(pending_namespace, 0, 0, 0, p_flush => true);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_flush_stats() IS
+    'Adds the cache events this session has not added yet to cache_counters (otherwise done every 100 events or 10 s)';
+
+-- ------------------------------------------------------------------------------------------
+-- Reading
+
+CREATE OR REPLACE FUNCTION monitoring.cache_get(p_key text, p_namespace text DEFAULT 'default')
+    RETURNS jsonb
+    LANGUAGE plpgsql
+    VOLATILE   -- it counts
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    found_value jsonb;
+    found_type text;
+    pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
+BEGIN
+    IF p_key IS NULL OR p_namespace IS NULL THEN
+        PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    END IF;
+    SELECT e.value, e.value_type INTO found_value, found_type
+    FROM monitoring.cache_entries e
+    WHERE e.namespace = p_namespace AND e.key = p_key
+      AND (e.expires_at IS NULL OR e.expires_at > pg_catalog.clock_timestamp());
+    -- the common case of _cache_note(), inline: one letter more in the session's setting
+    IF pg_catalog.current_setting('pg_observe.cache_namespace', true) = p_namespace AND pg_catalog.length(pending) < 109
+       AND pg_catalog.left(pending, 10) COLLATE "C" >= (pg_catalog.date_part('epoch', pg_catalog.now())::bigint - 10)::text THEN
+        pending := pg_catalog.set_config('pg_observe.cache_pending',
+                                         pending || CASE WHEN found_type IS NULL THEN 'm' ELSE 'h' END, false);
+    ELSE
+        PERFORM monitoring._cache_note(p_namespace, (found_type IS NOT NULL)::integer, (found_type IS NULL)::integer, 0);
+    END IF;
+    IF found_type <> 'json' THEN
+        RAISE EXCEPTION 'cache entry % holds %, not JSON', pg_catalog.quote_literal(p_key), found_type
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Read it with monitoring.cache_get_entry(), which returns bytes and text too.';
+    END IF;
+    RETURN found_value;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_get(text, text) IS
+    'The JSON value of a live key, NULL when absent or expired (entries of bytes or text: use cache_get_entry)';
+
+CREATE OR REPLACE FUNCTION monitoring.cache_get_entry(p_key text, p_namespace text DEFAULT 'default')
+    RETURNS TABLE (value jsonb, value_bytes bytea, value_type text, expires_at timestamptz)
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
+BEGIN
+    IF p_key IS NULL OR p_namespace IS NULL THEN
+        PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    END IF;
+    SELECT e.value, e.value_bytes, e.value_type, e.expires_at INTO value, value_bytes, value_type, expires_at
+    FROM monitoring.cache_entries e
+    WHERE e.namespace = p_namespace AND e.key = p_key
+      AND (e.expires_at IS NULL OR e.expires_at > pg_catalog.clock_timestamp());
+    -- as in cache_get()
+    IF pg_catalog.current_setting('pg_observe.cache_namespace', true) = p_namespace AND pg_catalog.length(pending) < 109
+       AND pg_catalog.left(pending, 10) COLLATE "C" >= (pg_catalog.date_part('epoch', pg_catalog.now())::bigint - 10)::text THEN
+        pending := pg_catalog.set_config('pg_observe.cache_pending',
+                                         pending || CASE WHEN value_type IS NULL THEN 'm' ELSE 'h' END, false);
+    ELSE
+        PERFORM monitoring._cache_note(p_namespace, (value_type IS NOT NULL)::integer, (value_type IS NULL)::integer, 0);
+    END IF;
+    IF value_type IS NOT NULL THEN
+        RETURN NEXT;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_get_entry(text, text) IS
+    'A live entry with its type (json, text or bytes) and expiry; no row when absent or expired';
+
+CREATE OR REPLACE FUNCTION monitoring.cache_get_many(p_keys text[], p_namespace text DEFAULT 'default')
+    RETURNS TABLE (key text, value jsonb, value_bytes bytea, value_type text, expires_at timestamptz)
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    found_count integer;
+    wanted integer;
+BEGIN
+    PERFORM monitoring._cache_check_key('', p_namespace);
+    IF p_keys IS NULL OR pg_catalog.array_position(p_keys, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'cache keys must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN QUERY
+        SELECT e.key, e.value, e.value_bytes, e.value_type, e.expires_at
+        FROM monitoring.cache_entries e
+        WHERE e.namespace = p_namespace AND e.key = ANY (p_keys)
+          AND (e.expires_at IS NULL OR e.expires_at > pg_catalog.clock_timestamp());
+    GET DIAGNOSTICS found_count = ROW_COUNT;
+    wanted := pg_catalog.cardinality(p_keys);
+    IF found_count < wanted THEN   -- misses, or a key asked twice: count the keys once
+        SELECT pg_catalog.count(DISTINCT k)::integer INTO wanted FROM pg_catalog.unnest(p_keys) k;
+    END IF;
+    PERFORM monitoring._cache_note(p_namespace, found_count, wanted - found_count, 0);
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_get_many(text[], text) IS
+    'The live entries among the keys, in one call (absent and expired keys have no row)';
+
+-- Redis's TTL in seconds, with its conventions: -2 when absent or expired, -1 without expiry.
+CREATE OR REPLACE FUNCTION monitoring.cache_ttl(p_key text, p_namespace text DEFAULT 'default')
+    RETURNS double precision
+    LANGUAGE plpgsql
+    VOLATILE   -- clock_timestamp()
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    at_now timestamptz := pg_catalog.clock_timestamp();
+    expires timestamptz;
+BEGIN
+    PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    SELECT e.expires_at INTO expires
+    FROM monitoring.cache_entries e
+    WHERE e.namespace = p_namespace AND e.key = p_key AND (e.expires_at IS NULL OR e.expires_at > at_now);
+    IF NOT FOUND THEN
+        RETURN -2;
+    END IF;
+    RETURN COALESCE(pg_catalog.date_part('epoch', expires - at_now), -1);
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_ttl(text, text) IS
+    'Seconds the key still lives; -1 when it never expires, -2 when it is absent (as Redis''s TTL)';
+
+-- Glob patterns as Redis's KEYS and SCAN take them: * any characters, ? one character,
+-- [abc] [^abc] [a-z] one of (or none of) a set, \x the character x. A pattern without [ ]
+-- becomes a LIKE pattern (its literal prefix is then a range of the primary key), else an
+-- anchored regular expression. Every other character stands for itself: % and _ of a key are
+-- escaped, so they never match more than themselves. Unterminated [ closes at the end, as in
+-- Redis; an empty class [] matches nothing (regex NULL and like NULL).
+CREATE OR REPLACE FUNCTION monitoring._cache_glob(p_pattern text, OUT like_pattern text, OUT regex text,
+                                                  OUT matches_nothing boolean)
+    LANGUAGE plpgsql
+    IMMUTABLE
+    SET search_path = ''
+AS $$
+DECLARE
+    chars text[];
+    n integer;
+    i integer := 1;
+    c text;
+    negate boolean;
+    members text;
+    first_char text;
+    last_char text;
+    has_class boolean;
+BEGIN
+    IF p_pattern IS NULL THEN
+        RAISE EXCEPTION 'a cache key pattern must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF pg_catalog.octet_length(p_pattern) > 4096 THEN
+        RAISE EXCEPTION 'a cache key pattern of % bytes is longer than the limit of 4096 bytes', pg_catalog.octet_length(p_pattern)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    chars := pg_catalog.regexp_split_to_array(p_pattern, '');
+    n := COALESCE(pg_catalog.array_length(chars, 1), 0);
+    -- a [ after an escaping backslash is a literal: look for an unescaped one
+    has_class := pg_catalog.strpos(pg_catalog.regexp_replace(p_pattern, '\\.', '', 'g'), '[') > 0;
+    matches_nothing := false;
+    IF NOT has_class THEN
+        like_pattern := '';
+        WHILE i <= n LOOP
+            c := chars[i];
+            IF c = '*' THEN
+                like_pattern := like_pattern || '%';
+            ELSIF c = '?' THEN
+                like_pattern := like_pattern || '_';
+            ELSE
+                IF c = '\' AND i < n THEN   -- a trailing backslash is a literal backslash
+                    i := i + 1;
+                    c := chars[i];
+                END IF;
+                IF c IN ('%', '_', '\') THEN
+                    like_pattern := like_pattern || '\';
+                END IF;
+                like_pattern := like_pattern || c;
+            END IF;
+            i := i + 1;
+        END LOOP;
+        RETURN;
+    END IF;
+
+    regex := '^';
+    WHILE i <= n LOOP
+        c := chars[i];
+        IF c = '*' THEN
+            regex := regex || '.*';
+        ELSIF c = '?' THEN
+            regex := regex || '.';
+        ELSIF c = '[' THEN
+            i := i + 1;
+            negate := chars[i] IS NOT DISTINCT FROM '^';
+            IF negate THEN
+                i := i + 1;
+            END IF;
+            members := '';
+            WHILE i <= n AND chars[i] <> ']' LOOP
+                IF chars[i] = '\' AND i < n THEN
+                    i := i + 1;
+                    members := members || monitoring._cache_regex_member(chars[i]);
+                ELSIF i + 2 <= n AND chars[i + 1] = '-' THEN
+                    -- a range; reversed ends are swapped, as Redis does
+                    first_char := LEAST(chars[i], chars[i + 2] COLLATE "C");
+                    last_char := GREATEST(chars[i], chars[i + 2] COLLATE "C");
+                    members := members || monitoring._cache_regex_member(first_char) || '-'
+                               || monitoring._cache_regex_member(last_char);
+                    i := i + 2;
+                ELSE
+                    members := members || monitoring._cache_regex_member(chars[i]);
+                END IF;
+                i := i + 1;
+            END LOOP;
+            IF members = '' AND NOT negate THEN
+                matches_nothing := true;   -- [] or an unterminated [ with nothing in it
+                regex := NULL;
+                RETURN;
+            END IF;
+            regex := regex || CASE WHEN members = '' THEN '.'   -- [^] : any one character
+                                   WHEN negate THEN '[^' || members || ']'
+                                   ELSE '[' || members || ']' END;
+        ELSE
+            IF c = '\' AND i < n THEN
+                i := i + 1;
+                c := chars[i];
+            END IF;
+            -- an ASCII punctuation character is escaped; anything else stands for itself
+            regex := regex || CASE WHEN c ~ '^[!-/:-@\[-`{-~]$' THEN '\' || c ELSE c END;
+        END IF;
+        i := i + 1;
+    END LOOP;
+    regex := regex || '$';
+END
+$$;
+COMMENT ON FUNCTION monitoring._cache_glob(text) IS
+    'Translates a Redis glob pattern into a LIKE pattern (% and _ escaped) or, with [classes], an anchored regex';
+
+-- One character inside a regex bracket expression, escaped when it would mean something there.
+CREATE OR REPLACE FUNCTION monitoring._cache_regex_member(p_char text)
+    RETURNS text
+    LANGUAGE sql
+    IMMUTABLE
+    SET search_path = ''
+AS $$
+    SELECT CASE WHEN p_char IN ('\', ']', '[', '^', '-') THEN '\' || p_char ELSE p_char END
+$$;
+COMMENT ON FUNCTION monitoring._cache_regex_member(text) IS 'A character escaped for a regex bracket expression';
+
+CREATE OR REPLACE FUNCTION monitoring.cache_keys(p_pattern text DEFAULT '*', p_namespace text DEFAULT 'default',
+                                                 p_limit integer DEFAULT NULL)
+    RETURNS SETOF text
+    LANGUAGE plpgsql
+    VOLATILE   -- clock_timestamp()
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    glob record := monitoring._cache_glob(p_pattern);
+BEGIN
+    PERFORM monitoring._cache_check_key('', p_namespace);
+    IF p_limit < 0 THEN
+        RAISE EXCEPTION 'p_limit must not be negative, got %', p_limit USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF glob.matches_nothing THEN
+        RETURN;
+    END IF;
+    -- EXECUTE: the pattern is then a constant to the planner, which turns its literal prefix
+    -- into a range of the primary key.
+    RETURN QUERY EXECUTE
+        'SELECT e.key FROM monitoring.cache_entries e'
+        ' WHERE e.namespace = $1'
+        || CASE WHEN glob.like_pattern IS NOT NULL THEN ' AND e.key LIKE $2' ELSE ' AND e.key ~ $2' END
+        || ' AND (e.expires_at IS NULL OR e.expires_at > $3) ORDER BY e.key LIMIT $4'
+        USING p_namespace, COALESCE(glob.like_pattern, glob.regex), pg_catalog.clock_timestamp(), p_limit;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_keys(text, text, integer) IS
+    'Live keys matching a Redis glob pattern (* ? [abc] \x), in byte order, at most p_limit (NULL: all)';
+
+-- ------------------------------------------------------------------------------------------
+-- Writing
+
+CREATE OR REPLACE FUNCTION monitoring.cache_set(p_key text, p_value jsonb, p_ttl interval DEFAULT NULL,
+                                                p_namespace text DEFAULT 'default')
+    RETURNS void
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
+    at_now timestamptz := pg_catalog.clock_timestamp();
+    expires timestamptz := at_now + p_ttl;
+BEGIN
+    IF p_key IS NULL OR pg_catalog.octet_length(p_key) > 1024
+       OR p_namespace IS NULL OR pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
+        PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    END IF;
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION 'a cache value must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Store the JSON null (''null''::jsonb), or delete the key.';
+    END IF;
+    IF expires <= at_now THEN   -- _cache_expires_at() inline
+        expires := monitoring._cache_expires_at(p_ttl);   -- raises its error
+    END IF;
+    INSERT INTO monitoring.cache_entries AS e (namespace, key, value, value_bytes, value_type, expires_at, updated_at)
+    VALUES (p_namespace, p_key, p_value, NULL, 'json', expires, at_now)
+    ON CONFLICT (namespace, key) DO UPDATE
+        SET value = excluded.value, value_bytes = NULL, value_type = 'json',
+            expires_at = excluded.expires_at, updated_at = excluded.updated_at;
+    -- as in cache_get()
+    IF pg_catalog.current_setting('pg_observe.cache_namespace', true) = p_namespace AND pg_catalog.length(pending) < 109
+       AND pg_catalog.left(pending, 10) COLLATE "C" >= (pg_catalog.date_part('epoch', pg_catalog.now())::bigint - 10)::text THEN
+        pending := pg_catalog.set_config('pg_observe.cache_pending', pending || 's', false);
+    ELSE
+        PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_set(text, jsonb, interval, text) IS
+    'Stores a JSON value under a key, replacing any; p_ttl NULL: never expires (zero or negative: an error)';
+
+CREATE OR REPLACE FUNCTION monitoring.cache_set_bytes(p_key text, p_value bytea, p_ttl interval DEFAULT NULL,
+                                                      p_namespace text DEFAULT 'default', p_value_type text DEFAULT 'bytes')
+    RETURNS void
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+BEGIN
+    IF p_key IS NULL OR pg_catalog.octet_length(p_key) > 1024
+       OR p_namespace IS NULL OR pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
+        PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    END IF;
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION 'a cache value must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_value_type IS NULL OR p_value_type NOT IN ('bytes', 'text') THEN
+        RAISE EXCEPTION 'p_value_type must be bytes or text, got %', COALESCE(p_value_type, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO monitoring.cache_entries AS e (namespace, key, value, value_bytes, value_type, expires_at, updated_at)
+    VALUES (p_namespace, p_key, NULL, p_value, p_value_type, monitoring._cache_expires_at(p_ttl), pg_catalog.clock_timestamp())
+    ON CONFLICT (namespace, key) DO UPDATE
+        SET value = NULL, value_bytes = excluded.value_bytes, value_type = excluded.value_type,
+            expires_at = excluded.expires_at, updated_at = excluded.updated_at;
+    PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_set_bytes(text, bytea, interval, text, text) IS
+    'Stores bytes under a key (p_value_type text: UTF-8 the client returns as a string); replaces any value';
+
+-- The batch write: keys and values as arrays, value i being p_values[i] (JSON) or, where
+-- p_value_types[i] is bytes or text, p_values_bytes[i]. A key given twice keeps its last value.
+CREATE OR REPLACE FUNCTION monitoring.cache_set_many_arrays(p_keys text[], p_values jsonb[], p_ttl interval DEFAULT NULL,
+                                                            p_namespace text DEFAULT 'default',
+                                                            p_values_bytes bytea[] DEFAULT NULL,
+                                                            p_value_types text[] DEFAULT NULL)
+    RETURNS integer
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    expires timestamptz := monitoring._cache_expires_at(p_ttl);
+    stored integer;
+    bad record;
+BEGIN
+    PERFORM monitoring._cache_check_key('', p_namespace);
+    IF p_keys IS NULL THEN
+        RAISE EXCEPTION 'p_keys must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF GREATEST(pg_catalog.cardinality(p_values), pg_catalog.cardinality(p_values_bytes),
+                pg_catalog.cardinality(p_value_types)) > pg_catalog.cardinality(p_keys) THEN
+        RAISE EXCEPTION 'cache_set_many_arrays: more values or types than the % keys', pg_catalog.cardinality(p_keys)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- ROWS FROM zips the arrays (the shorter padded with NULLs): one pass each
+    SELECT u.i, u.key, u.value_type INTO bad
+    FROM ROWS FROM (pg_catalog.unnest(p_keys), pg_catalog.unnest(p_values), pg_catalog.unnest(p_values_bytes),
+                    pg_catalog.unnest(p_value_types)) WITH ORDINALITY AS u(key, value, value_bytes, value_type, i)
+    WHERE u.key IS NULL OR pg_catalog.octet_length(u.key) > 1024
+       OR CASE COALESCE(u.value_type, 'json') WHEN 'json' THEN u.value IS NULL
+                                              WHEN 'bytes' THEN u.value_bytes IS NULL
+                                              WHEN 'text' THEN u.value_bytes IS NULL
+                                              ELSE true END
+    LIMIT 1;
+    IF FOUND THEN
+        PERFORM monitoring._cache_check_key(bad.key, p_namespace);
+        IF COALESCE(bad.value_type, 'json') NOT IN ('json', 'bytes', 'text') THEN
+            RAISE EXCEPTION 'value type % of key % is not json, bytes or text', bad.value_type, bad.i
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RAISE EXCEPTION 'key % (%) has no value (NULL or missing)', bad.i, pg_catalog.quote_literal(bad.key)
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    INSERT INTO monitoring.cache_entries AS e (namespace, key, value, value_bytes, value_type, expires_at, updated_at)
+    SELECT p_namespace, d.key, d.value, d.value_bytes, d.value_type, expires, pg_catalog.clock_timestamp()
+    FROM (SELECT DISTINCT ON (u.key COLLATE "C") u.key,
+                 CASE WHEN COALESCE(u.value_type, 'json') = 'json' THEN u.value END AS value,
+                 CASE WHEN COALESCE(u.value_type, 'json') <> 'json' THEN u.value_bytes END AS value_bytes,
+                 COALESCE(u.value_type, 'json') AS value_type
+          FROM ROWS FROM (pg_catalog.unnest(p_keys), pg_catalog.unnest(p_values), pg_catalog.unnest(p_values_bytes),
+                          pg_catalog.unnest(p_value_types)) WITH ORDINALITY AS u(key, value, value_bytes, value_type, i)
+          ORDER BY u.key COLLATE "C", u.i DESC) d
+    ORDER BY d.key COLLATE "C"   -- lock order: see the top of this file
+    ON CONFLICT (namespace, key) DO UPDATE
+        SET value = excluded.value, value_bytes = excluded.value_bytes, value_type = excluded.value_type,
+            expires_at = excluded.expires_at, updated_at = excluded.updated_at;
+    GET DIAGNOSTICS stored = ROW_COUNT;
+    PERFORM monitoring._cache_note(p_namespace, 0, 0, stored);
+    RETURN stored;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_set_many_arrays(text[], jsonb[], interval, text, bytea[], text[]) IS
+    'Stores many entries in one call (value i: p_values[i], or p_values_bytes[i] where p_value_types[i] is bytes or text); returns how many keys';
+
+CREATE OR REPLACE FUNCTION monitoring.cache_set_many(p_entries jsonb, p_ttl interval DEFAULT NULL,
+                                                     p_namespace text DEFAULT 'default')
+    RETURNS integer
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    keys text[];
+    vals jsonb[];
+BEGIN
+    IF pg_catalog.jsonb_typeof(p_entries) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'cache_set_many takes a JSON object of key: value, got %', COALESCE(pg_catalog.jsonb_typeof(p_entries), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT COALESCE(pg_catalog.array_agg(e.key), '{}'), COALESCE(pg_catalog.array_agg(e.value), '{}')
+        INTO keys, vals
+    FROM pg_catalog.jsonb_each(p_entries) e;
+    RETURN monitoring.cache_set_many_arrays(keys, vals, p_ttl, p_namespace);
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_set_many(jsonb, interval, text) IS
+    'Stores every member of a JSON object as an entry (key: value) in one call; returns how many';
+
+-- Redis's INCRBY: a missing or expired key starts from 0 (and takes p_ttl); a live one keeps
+-- its expiry. The value must be a JSON integer; the result must fit a bigint.
+CREATE OR REPLACE FUNCTION monitoring.cache_incr(p_key text, p_by bigint DEFAULT 1, p_ttl interval DEFAULT NULL,
+                                                 p_namespace text DEFAULT 'default')
+    RETURNS bigint
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    at_now timestamptz := pg_catalog.clock_timestamp();
+    expires timestamptz := monitoring._cache_expires_at(p_ttl);
+    result bigint;
+    current_entry record;
+BEGIN
+    PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    IF p_by IS NULL THEN
+        RAISE EXCEPTION 'p_by must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    INSERT INTO monitoring.cache_entries AS e (namespace, key, value, value_type, expires_at, updated_at)
+    VALUES (p_namespace, p_key, pg_catalog.to_jsonb(p_by), 'json', expires, at_now)
+    ON CONFLICT (namespace, key) DO UPDATE
+        SET value = CASE WHEN e.expires_at <= at_now THEN excluded.value
+                         ELSE pg_catalog.to_jsonb(e.value::numeric + p_by) END,
+            value_bytes = NULL, value_type = 'json',
+            expires_at = CASE WHEN e.expires_at <= at_now THEN excluded.expires_at ELSE e.expires_at END,
+            updated_at = at_now
+        WHERE CASE WHEN e.expires_at <= at_now THEN true
+                   -- CASE: the casts run only on JSON numbers
+                   WHEN pg_catalog.jsonb_typeof(e.value) = 'number'
+                   THEN e.value::numeric = pg_catalog.trunc(e.value::numeric)
+                        AND e.value::numeric + p_by BETWEEN -9223372036854775808 AND 9223372036854775807
+                   ELSE false END
+    RETURNING e.value::bigint INTO result;
+    IF result IS NULL THEN
+        SELECT e.value_type, e.value INTO current_entry
+        FROM monitoring.cache_entries e WHERE e.namespace = p_namespace AND e.key = p_key;
+        IF current_entry.value_type = 'json' AND pg_catalog.jsonb_typeof(current_entry.value) = 'number'
+           AND current_entry.value::numeric = pg_catalog.trunc(current_entry.value::numeric) THEN
+            RAISE EXCEPTION 'incrementing cache entry % (%) by % would overflow a bigint',
+                            pg_catalog.quote_literal(p_key), current_entry.value, p_by
+                USING ERRCODE = 'numeric_value_out_of_range';
+        END IF;
+        RAISE EXCEPTION 'cache entry % does not hold an integer, but %', pg_catalog.quote_literal(p_key),
+                        CASE WHEN current_entry.value_type = 'json'
+                             THEN 'a JSON ' || pg_catalog.jsonb_typeof(current_entry.value)
+                             ELSE current_entry.value_type END
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_incr(text, bigint, interval, text) IS
+    'Adds p_by to an integer entry atomically and returns the result; a missing or expired key starts at 0 with p_ttl';
+
+-- For locks: writes only when the key is absent or expired; true when it wrote.
+CREATE OR REPLACE FUNCTION monitoring.cache_set_if_absent(p_key text, p_value jsonb, p_ttl interval DEFAULT NULL,
+                                                          p_namespace text DEFAULT 'default')
+    RETURNS boolean
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    at_now timestamptz := pg_catalog.clock_timestamp();
+    written boolean;
+BEGIN
+    PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION 'a cache value must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    INSERT INTO monitoring.cache_entries AS e (namespace, key, value, value_type, expires_at, updated_at)
+    VALUES (p_namespace, p_key, p_value, 'json', monitoring._cache_expires_at(p_ttl), at_now)
+    ON CONFLICT (namespace, key) DO UPDATE
+        SET value = excluded.value, value_bytes = NULL, value_type = 'json',
+            expires_at = excluded.expires_at, updated_at = excluded.updated_at
+        WHERE e.expires_at <= at_now
+    RETURNING true INTO written;
+    written := COALESCE(written, false);
+    IF written THEN
+        PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+    END IF;
+    RETURN written;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_set_if_absent(text, jsonb, interval, text) IS
+    'Stores the value only if the key is absent or expired (Redis SET NX); true when it did: a lock';
+
+-- Redis's EXPIRE and PERSIST: a new TTL for a live key (NULL: never expires).
+CREATE OR REPLACE FUNCTION monitoring.cache_expire(p_key text, p_ttl interval, p_namespace text DEFAULT 'default')
+    RETURNS boolean
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    at_now timestamptz := pg_catalog.clock_timestamp();
+    expires timestamptz := monitoring._cache_expires_at(p_ttl);
+BEGIN
+    PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    UPDATE monitoring.cache_entries e SET expires_at = expires
+    WHERE e.namespace = p_namespace AND e.key = p_key AND (e.expires_at IS NULL OR e.expires_at > at_now);
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_expire(text, interval, text) IS
+    'Gives a live key a new TTL (NULL: no expiry); false when the key is absent or expired';
+
+-- ------------------------------------------------------------------------------------------
+-- Deleting
+
+CREATE OR REPLACE FUNCTION monitoring.cache_delete(p_key text, p_namespace text DEFAULT 'default')
+    RETURNS boolean
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    was_live boolean;
+BEGIN
+    IF p_key IS NULL OR p_namespace IS NULL THEN
+        PERFORM monitoring._cache_check_key(p_key, p_namespace);
+    END IF;
+    DELETE FROM monitoring.cache_entries e
+    WHERE e.namespace = p_namespace AND e.key = p_key
+    RETURNING e.expires_at IS NULL OR e.expires_at > pg_catalog.clock_timestamp() INTO was_live;
+    RETURN COALESCE(was_live, false);
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_delete(text, text) IS
+    'Deletes a key; true when it was live (an expired entry is deleted too but counts as absent)';
+
+CREATE OR REPLACE FUNCTION monitoring.cache_delete_many(p_keys text[], p_namespace text DEFAULT 'default')
+    RETURNS integer
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    deleted integer;
+BEGIN
+    PERFORM monitoring._cache_check_key('', p_namespace);
+    IF p_keys IS NULL OR pg_catalog.array_position(p_keys, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'cache keys must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    WITH doomed AS (
+        SELECT e.ctid AS row_id FROM monitoring.cache_entries e
+        WHERE e.namespace = p_namespace AND e.key = ANY (p_keys)
+        ORDER BY e.key
+        FOR UPDATE
+    ), gone AS (
+        DELETE FROM monitoring.cache_entries e USING doomed d
+        WHERE e.ctid = d.row_id
+        RETURNING e.expires_at
+    )
+    SELECT pg_catalog.count(*) FILTER (WHERE g.expires_at IS NULL OR g.expires_at > pg_catalog.clock_timestamp())
+        INTO deleted
+    FROM gone g;
+    RETURN deleted;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_delete_many(text[], text) IS
+    'Deletes keys in one call; returns how many were live (as Redis''s DEL k1 k2 ...)';
+
+CREATE OR REPLACE FUNCTION monitoring.cache_delete_pattern(p_pattern text, p_namespace text DEFAULT 'default')
+    RETURNS bigint
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    glob record := monitoring._cache_glob(p_pattern);
+    deleted bigint;
+BEGIN
+    PERFORM monitoring._cache_check_key('', p_namespace);
+    IF glob.matches_nothing THEN
+        RETURN 0;
+    END IF;
+    -- EXECUTE: see cache_keys(). Rows are locked in key order first (see the top of this file).
+    EXECUTE
+        'WITH doomed AS ('
+        '    SELECT e.ctid AS row_id FROM monitoring.cache_entries e'
+        '    WHERE e.namespace = $1'
+        || CASE WHEN glob.like_pattern IS NOT NULL THEN ' AND e.key LIKE $2' ELSE ' AND e.key ~ $2' END
+        || '    ORDER BY e.key FOR UPDATE'
+           '), gone AS ('
+           '    DELETE FROM monitoring.cache_entries e USING doomed d WHERE e.ctid = d.row_id'
+           '    RETURNING e.expires_at'
+           ')'
+           'SELECT pg_catalog.count(*) FILTER (WHERE g.expires_at IS NULL OR g.expires_at > $3) FROM gone g'
+        INTO deleted
+        USING p_namespace, COALESCE(glob.like_pattern, glob.regex), pg_catalog.clock_timestamp();
+    RETURN deleted;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_delete_pattern(text, text) IS
+    'Deletes the keys of a namespace matching a Redis glob pattern (* ? [abc] \x; % and _ are literals); returns how many were live';
+
+-- ------------------------------------------------------------------------------------------
+-- Maintenance (run_maintenance() calls both; docs/cache.md)
+
+-- Expired entries are never returned (every read checks expires_at); this only frees their
+-- space. One pass through the table in physical order, p_batch rows per DELETE at most, each
+-- batch starting where the previous one stopped (a TID range scan), p_max_batches batches per
+-- call at most; rows a writer holds are skipped (it is replacing them anyway).
+CREATE OR REPLACE FUNCTION monitoring.expire_cache(p_batch integer DEFAULT 10000, p_max_batches integer DEFAULT 10)
+    RETURNS text
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+DECLARE
+    at_now timestamptz := pg_catalog.clock_timestamp();
+    batches integer := 0;
+    batch_count bigint;
+    total bigint := 0;
+    resume_at tid := '(0,0)'::tid;
+    last_row tid;
+BEGIN
+    IF p_batch IS NULL OR p_batch < 1 OR p_max_batches IS NULL OR p_max_batches < 1 THEN
+        RAISE EXCEPTION 'p_batch and p_max_batches must be positive, got % and %', p_batch, p_max_batches
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        WITH doomed AS (
+            SELECT e.ctid AS row_id FROM monitoring.cache_entries e
+            WHERE e.ctid >= resume_at AND e.expires_at <= at_now
+            LIMIT p_batch
+            FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM monitoring.cache_entries e
+            WHERE e.ctid = ANY (ARRAY(SELECT d.row_id FROM doomed d)) AND e.expires_at <= at_now
+            RETURNING e.namespace
+        ), per_namespace AS (
+            SELECT g.namespace, pg_catalog.count(*) AS evicted FROM gone g GROUP BY g.namespace
+        ), counted AS (
+            INSERT INTO monitoring.cache_counters AS c (namespace, backend_pid, evictions)
+            SELECT p.namespace, pg_catalog.pg_backend_pid(), p.evicted FROM per_namespace p
+            ORDER BY p.namespace
+            ON CONFLICT (namespace, backend_pid) DO UPDATE SET evictions = c.evictions + excluded.evictions
+        )
+        SELECT COALESCE(pg_catalog.sum(p.evicted), 0), (SELECT pg_catalog.max(d.row_id) FROM doomed d)
+            INTO batch_count, last_row
+        FROM per_namespace p;
+        total := total + batch_count;
+        batches := batches + 1;
+        EXIT WHEN last_row IS NULL OR batches >= p_max_batches;
+        resume_at := last_row;
+    END LOOP;
+    RETURN pg_catalog.format('%s expired cache entries deleted%s', total,
+                             CASE WHEN last_row IS NOT NULL THEN ' (more may remain: the next run goes on)' ELSE '' END);
+END
+$$;
+COMMENT ON FUNCTION monitoring.expire_cache(integer, integer) IS
+    'Maintenance task: deletes expired cache entries in one pass, at most p_batch per statement and p_max_batches statements';
+
+CREATE OR REPLACE FUNCTION monitoring._fold_cache_counters()
+    RETURNS text
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+DECLARE
+    folded integer;
+BEGIN
+    WITH ended AS (
+        SELECT c.ctid AS row_id FROM monitoring.cache_counters c
+        WHERE c.backend_pid <> 0
+          AND c.backend_pid NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_get_activity(NULL) a WHERE a.pid IS NOT NULL)
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM monitoring.cache_counters c USING ended d WHERE c.ctid = d.row_id
+        RETURNING c.namespace, c.hits, c.misses, c.sets, c.evictions
+    ), summed AS (
+        INSERT INTO monitoring.cache_counters AS c (namespace, backend_pid, hits, misses, sets, evictions)
+        SELECT g.namespace, 0, pg_catalog.sum(g.hits), pg_catalog.sum(g.misses), pg_catalog.sum(g.sets),
+               pg_catalog.sum(g.evictions)
+        FROM gone g GROUP BY g.namespace
+        ON CONFLICT (namespace, backend_pid) DO UPDATE
+            SET hits = c.hits + excluded.hits, misses = c.misses + excluded.misses,
+                sets = c.sets + excluded.sets, evictions = c.evictions + excluded.evictions
+    )
+    SELECT pg_catalog.count(*)::integer INTO folded FROM gone;
+    RETURN pg_catalog.format('%s cache counter rows of ended backends folded', folded);
+END
+$$;
+COMMENT ON FUNCTION monitoring._fold_cache_counters() IS
+    'Maintenance task: folds the cache counter rows of ended backends into one row per namespace';
