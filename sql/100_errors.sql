@@ -204,6 +204,9 @@ SELECT pg_catalog.pg_extension_config_dump('monitoring.error_group_pending', '')
 SELECT pg_catalog.pg_extension_config_dump('monitoring.error_group_user', '');
 SELECT pg_catalog.pg_extension_config_dump('monitoring.error_activity', '');
 SELECT pg_catalog.pg_extension_config_dump('monitoring.error_fingerprint_rule', '');
+-- pg_dump keeps a member sequence's value only when told to: restored ids must not be handed out again
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_activity_activity_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_fingerprint_rule_rule_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('monitoring.error_scrub_key', 'WHERE NOT builtin');
 SELECT pg_catalog.pg_extension_config_dump('monitoring.error_event_seen', '');
 

@@ -250,6 +250,7 @@ SELECT pg_catalog.pg_extension_config_dump('monitoring.notification_channel', ''
 SELECT pg_catalog.pg_extension_config_dump('monitoring.notification_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('monitoring.notification_state', '');
 SELECT pg_catalog.pg_extension_config_dump('monitoring.notification_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.notification_queue_queue_id_seq', '');
 
 -- @include sql/include/notify_functions.sql
 -- @include sql/include/notify_delivery.sql

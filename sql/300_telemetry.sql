@@ -14,6 +14,8 @@ CREATE TABLE monitoring.rejected_telemetry (
     CONSTRAINT rejected_telemetry_pkey PRIMARY KEY (rejected_id, received_at),
     CONSTRAINT rejected_telemetry_kind_check CHECK (kind IN ('span', 'metric'))
 ) PARTITION BY RANGE (received_at);
+-- the rows are dumped (partitions are not members); the identity's value must be too
+SELECT pg_catalog.pg_extension_config_dump('monitoring.rejected_telemetry_rejected_id_seq', '');
 COMMENT ON TABLE monitoring.rejected_telemetry IS
     'Spans and metric points an ingestion function could not store, as sent, with the reason; partitioned monthly, kept 2 months';
 COMMENT ON COLUMN monitoring.rejected_telemetry.kind IS 'span or metric';

@@ -17,6 +17,8 @@ CREATE TABLE monitoring.metrics (
     CONSTRAINT metrics_metric_value_finite CHECK (metric_value > '-Infinity' AND metric_value < 'Infinity'),
     CONSTRAINT metrics_labels_object CHECK (pg_catalog.jsonb_typeof(labels) = 'object')
 ) PARTITION BY RANGE ("timestamp");
+-- the rows are dumped (partitions are not members); the identity's value must be too
+SELECT pg_catalog.pg_extension_config_dump('monitoring.metrics_id_seq', '');
 COMMENT ON TABLE monitoring.metrics IS
     'Metric points (seed 000''s monitoring.metrics), partitioned daily by timestamp (pg_partman, 7 days); rolled up per minute into metric_rollups_1m';
 COMMENT ON COLUMN monitoring.metrics.id IS 'Row number (seed 000''s id; not a key: the table is partitioned by time)';

@@ -21,6 +21,8 @@ CREATE TABLE monitoring.tb_entity_change_log (
     CONSTRAINT tb_entity_change_log_pkey PRIMARY KEY (change_id, changed_at),
     CONSTRAINT tb_entity_change_log_change_type_check CHECK (change_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'))
 ) PARTITION BY RANGE (changed_at);
+-- the rows are dumped (partitions are not members); the identity's value must be too
+SELECT pg_catalog.pg_extension_config_dump('monitoring.tb_entity_change_log_change_id_seq', '');
 COMMENT ON TABLE monitoring.tb_entity_change_log IS
     'Changes of tracked tables (track_changes), one row per changed row, with the trace they happened in; partitioned monthly, kept 12 months';
 COMMENT ON COLUMN monitoring.tb_entity_change_log.entity_name IS 'The name given to track_changes() (default: the table''s name)';

@@ -2,6 +2,15 @@
 -- dashboard functions) and the cache (UNLOGGED tables with TTL). New objects come from the
 -- same files as a fresh install; make test compares an upgraded database with a fresh one.
 
+-- pg_dump keeps the identity sequences' values: restored ids are not handed out again (one
+-- call a statement: each rewrites the extension's row).
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_activity_activity_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.error_fingerprint_rule_rule_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.notification_queue_queue_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.rejected_telemetry_rejected_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.metrics_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('monitoring.tb_entity_change_log_change_id_seq', '');
+
 -- The audit dashboards read recent changes of every entity.
 CREATE INDEX tb_entity_change_log_changed_at_brin ON monitoring.tb_entity_change_log USING brin (changed_at);
 

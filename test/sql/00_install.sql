@@ -1,7 +1,7 @@
 -- What CREATE EXTENSION pg_observe CASCADE leaves in place, and the house rules every
 -- object follows (comments, search_path, definer functions closed to PUBLIC).
 BEGIN;
-SELECT plan(20);
+SELECT plan(21);
 
 SELECT has_schema('monitoring');
 SELECT has_extension('pg_observe');
@@ -76,6 +76,14 @@ SELECT * FROM monitoring.run_maintenance();
 SELECT is(current_setting('search_path'), 'public, monitoring', 'run_maintenance() leaves the caller''s search_path alone');
 SELECT monitoring.set_retention('monitoring.tb_error_occurrence', interval '6 months');
 SELECT is(current_setting('search_path'), 'public, monitoring', 'set_retention() leaves the caller''s search_path alone');
+
+-- pg_dump must carry the identity sequences' values, or restored ids are handed out again
+SELECT is(
+    (SELECT array_agg(s.oid::regclass::text ORDER BY 1) FROM pg_class s
+     WHERE s.relkind = 'S' AND s.relnamespace = 'monitoring'::regnamespace
+       AND NOT s.oid = ANY ((SELECT e.extconfig FROM pg_extension e WHERE e.extname = 'pg_observe')::oid[])),
+    NULL,
+    'every sequence of monitoring is registered with pg_extension_config_dump');
 
 SELECT * FROM finish();
 ROLLBACK;
