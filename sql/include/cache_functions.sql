@@ -146,6 +146,30 @@ $$;
 COMMENT ON FUNCTION monitoring._cache_note(text, bigint, bigint, bigint, boolean) IS
     'Counts cache hits, misses and sets in the session; adds them to cache_counters every 100 events or 10 seconds';
 
+-- The common case of _cache_note() for one event, as SQL the planner inlines into the read and
+-- write functions (a plpgsql call would cost more than the count): one letter more in the
+-- session's pending list while it is of this namespace, younger than 10 s and under 100
+-- events. False when _cache_note() must be called. No SET clause (it would prevent
+-- inlining): every name is schema-qualified.
+CREATE OR REPLACE FUNCTION monitoring._cache_note_one(p_namespace text, p_event text)
+    RETURNS boolean
+    LANGUAGE sql
+    VOLATILE
+AS $$
+    SELECT CASE
+        WHEN pg_catalog.current_setting('pg_observe.cache_namespace', true) OPERATOR(pg_catalog.=) p_namespace
+         AND pg_catalog.length(pg_catalog.current_setting('pg_observe.cache_pending', true)) OPERATOR(pg_catalog.<) 109
+         AND pg_catalog.left(pg_catalog.current_setting('pg_observe.cache_pending', true), 10) COLLATE "C"
+             OPERATOR(pg_catalog.>=) (pg_catalog.date_part('epoch', pg_catalog.now())::bigint OPERATOR(pg_catalog.-) 10)::text
+        THEN pg_catalog.set_config('pg_observe.cache_pending',
+                                   pg_catalog.current_setting('pg_observe.cache_pending', true) OPERATOR(pg_catalog.||) p_event,
+                                   false) IS NOT NULL
+        ELSE false
+    END
+$$;
+COMMENT ON FUNCTION monitoring._cache_note_one(text, text) IS
+    'Counts one cache event (h, m or s) in the session when _cache_note() has nothing else to do; false when it must be called';
+
 CREATE OR REPLACE FUNCTION monitoring.cache_flush_stats()
     RETURNS void
     LANGUAGE plpgsql
@@ -177,7 +201,6 @@ AS $$
 DECLARE
     found_value jsonb;
     found_type text;
-    pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
 BEGIN
     IF p_key IS NULL OR p_namespace IS NULL THEN
         PERFORM monitoring._cache_check_key(p_key, p_namespace);
@@ -186,12 +209,7 @@ BEGIN
     FROM monitoring.cache_entries e
     WHERE e.namespace = p_namespace AND e.key = p_key
       AND (e.expires_at IS NULL OR e.expires_at > pg_catalog.clock_timestamp());
-    -- the common case of _cache_note(), inline: one letter more in the session's setting
-    IF pg_catalog.current_setting('pg_observe.cache_namespace', true) = p_namespace AND pg_catalog.length(pending) < 109
-       AND pg_catalog.left(pending, 10) COLLATE "C" >= (pg_catalog.date_part('epoch', pg_catalog.now())::bigint - 10)::text THEN
-        pending := pg_catalog.set_config('pg_observe.cache_pending',
-                                         pending || CASE WHEN found_type IS NULL THEN 'm' ELSE 'h' END, false);
-    ELSE
+    IF NOT monitoring._cache_note_one(p_namespace, CASE WHEN found_type IS NULL THEN 'm' ELSE 'h' END) THEN
         PERFORM monitoring._cache_note(p_namespace, (found_type IS NOT NULL)::integer, (found_type IS NULL)::integer, 0);
     END IF;
     IF found_type <> 'json' THEN
@@ -213,7 +231,6 @@ CREATE OR REPLACE FUNCTION monitoring.cache_get_entry(p_key text, p_namespace te
     SET search_path = ''
 AS $$
 DECLARE
-    pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
 BEGIN
     IF p_key IS NULL OR p_namespace IS NULL THEN
         PERFORM monitoring._cache_check_key(p_key, p_namespace);
@@ -222,12 +239,7 @@ BEGIN
     FROM monitoring.cache_entries e
     WHERE e.namespace = p_namespace AND e.key = p_key
       AND (e.expires_at IS NULL OR e.expires_at > pg_catalog.clock_timestamp());
-    -- as in cache_get()
-    IF pg_catalog.current_setting('pg_observe.cache_namespace', true) = p_namespace AND pg_catalog.length(pending) < 109
-       AND pg_catalog.left(pending, 10) COLLATE "C" >= (pg_catalog.date_part('epoch', pg_catalog.now())::bigint - 10)::text THEN
-        pending := pg_catalog.set_config('pg_observe.cache_pending',
-                                         pending || CASE WHEN value_type IS NULL THEN 'm' ELSE 'h' END, false);
-    ELSE
+    IF NOT monitoring._cache_note_one(p_namespace, CASE WHEN value_type IS NULL THEN 'm' ELSE 'h' END) THEN
         PERFORM monitoring._cache_note(p_namespace, (value_type IS NOT NULL)::integer, (value_type IS NULL)::integer, 0);
     END IF;
     IF value_type IS NOT NULL THEN
@@ -460,7 +472,6 @@ CREATE OR REPLACE FUNCTION monitoring.cache_set(p_key text, p_value jsonb, p_ttl
     SET search_path = ''
 AS $$
 DECLARE
-    pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
     at_now timestamptz := pg_catalog.clock_timestamp();
     expires timestamptz := at_now + p_ttl;
 BEGIN
@@ -480,11 +491,7 @@ BEGIN
     ON CONFLICT (namespace, key) DO UPDATE
         SET value = excluded.value, value_bytes = NULL, value_type = 'json',
             expires_at = excluded.expires_at, updated_at = excluded.updated_at;
-    -- as in cache_get()
-    IF pg_catalog.current_setting('pg_observe.cache_namespace', true) = p_namespace AND pg_catalog.length(pending) < 109
-       AND pg_catalog.left(pending, 10) COLLATE "C" >= (pg_catalog.date_part('epoch', pg_catalog.now())::bigint - 10)::text THEN
-        pending := pg_catalog.set_config('pg_observe.cache_pending', pending || 's', false);
-    ELSE
+    IF NOT monitoring._cache_note_one(p_namespace, 's') THEN
         PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
     END IF;
 END
