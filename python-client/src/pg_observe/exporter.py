@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 
+from pg_observe._http import send_reply
+
 log = logging.getLogger("pg_observe.exporter")
 
 METRICS_PATH = "/metrics"
@@ -185,16 +187,7 @@ class MetricsExporter:
                     self._discard_body()
                 if status >= 400 or has_body:
                     self.close_connection = True
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in (extra or {}).items():
-                    self.send_header(name, value)
-                if self.close_connection:
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                send_reply(self, status, body, content_type, extra)
 
             def log_message(self, format: str, *args: object) -> None:  # http.server's signature
                 log.debug("%s %s", self.address_string(), format % args)
