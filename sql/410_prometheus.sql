@@ -382,10 +382,9 @@ COMMENT ON FUNCTION monitoring._prometheus_metric_samples() IS
 -- monitoring.partition_health per table; stored rows are pg_class estimates (exact counts
 -- would read every partition), sizes come from the files.
 -- time_series_config is admins' data: a row may name anything ('app.secrets', 'a.b.c.d', 10 kB
--- of text). Its names are never parsed (to_regclass would raise for a schema the reader may
--- not use, or for an improper name, and break the whole scrape): a row counts only if it is
--- spelled exactly as a partitioned table of pg_observe in schema monitoring. Other rows get
--- their partition_health status (a warning) and no figure.
+-- of text). _partition_health() resolves a row to a table only when it is spelled exactly as
+-- a partitioned table of pg_observe in schema monitoring (never parsing it: to_regclass would
+-- raise and break the whole scrape); other rows get their status (a warning) and no figure.
 CREATE FUNCTION monitoring._prometheus_partition_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
@@ -394,25 +393,15 @@ CREATE FUNCTION monitoring._prometheus_partition_samples()
 AS $$
     WITH health AS (
         SELECT h.*, pg_catalog.jsonb_build_object('table', h.parent_table) AS labels
-        FROM monitoring.partition_health h
-    ), own_tables AS (
-        SELECT k.oid, pg_catalog.format('%I.%I', n.nspname, k.relname) AS qualified_name
-        FROM pg_catalog.pg_class k
-        JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace
-        JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = k.oid
-                                   AND d.objsubid = 0 AND d.deptype = 'e'
-                                   AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_observe'
-        WHERE n.nspname = 'monitoring' AND k.relkind = 'p'
+        FROM monitoring._partition_health() h
     ), storage AS (
-        SELECT c.parent_table, pg_catalog.sum(GREATEST(k.reltuples, 0)) AS row_estimate,
+        SELECT h.parent_table, pg_catalog.sum(GREATEST(k.reltuples, 0)) AS row_estimate,
                pg_catalog.sum(pg_catalog.pg_total_relation_size(k.oid)) AS bytes
-        FROM monitoring.time_series_config c
-        JOIN own_tables o ON o.qualified_name = c.parent_table
-        CROSS JOIN LATERAL pg_catalog.pg_partition_tree(o.oid) t
+        FROM health h
+        CROSS JOIN LATERAL pg_catalog.pg_partition_tree(h.parent_oid) t
         JOIN pg_catalog.pg_class k ON k.oid = t.relid
-        WHERE t.isleaf
-        GROUP BY c.parent_table
+        WHERE h.parent_oid IS NOT NULL AND t.isleaf
+        GROUP BY h.parent_table
     )
     SELECT 'pg_observe_partitions'::text, h.labels, h.partitions::double precision
     FROM health h WHERE h.partitions IS NOT NULL

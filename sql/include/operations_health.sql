@@ -95,7 +95,7 @@ CREATE OR REPLACE FUNCTION monitoring._partition_health()
     RETURNS TABLE (parent_table text, partition_interval interval, retention interval, premake integer,
                    partitions integer, oldest_partition_start timestamptz, newest_partition_end timestamptz,
                    partitions_ahead integer, has_current_partition boolean, default_partition_rows bigint,
-                   oldest_default_row timestamptz, status text, problem text)
+                   oldest_default_row timestamptz, status text, problem text, parent_oid oid)
     LANGUAGE plpgsql
     STABLE
     SECURITY DEFINER
@@ -140,6 +140,7 @@ BEGIN
         default_partition_rows := NULL;
         oldest_default_row := NULL;
         problem := NULL;
+        parent_oid := cfg.table_oid;   -- NULL for a row that names no table of pg_observe
         IF cfg.table_oid IS NULL THEN
             status := 'warning';
             problem := pg_catalog.format('not checked: time_series_config names no partitioned table of pg_observe '
