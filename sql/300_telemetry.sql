@@ -67,34 +67,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION monitoring._otel_span_id(text) IS 'A span id as 16 lower-case hex digits, NULL if invalid';
 
--- Unix nanoseconds (OTLP's fixed64: up to the year 2554, past the 2262 of a signed 64-bit
--- count) or ISO 8601 text; NULL when it is neither. Up to 18 digits (the year 2001 to 33658)
--- take the integer path; more go through numeric, so that no microsecond is lost to
--- floating point.
-CREATE FUNCTION monitoring._otel_time(p_unix_nano text, p_iso text)
-    RETURNS timestamptz
-    LANGUAGE sql
-    STABLE
-    PARALLEL SAFE
-AS $$
-    SELECT CASE
-        WHEN p_unix_nano OPERATOR(pg_catalog.~) '^[0-9]+$' THEN
-            CASE WHEN pg_catalog.length(p_unix_nano) OPERATOR(pg_catalog.<=) 18
-                 THEN 'epoch'::timestamptz OPERATOR(pg_catalog.+)
-                      ((p_unix_nano::bigint OPERATOR(pg_catalog./) 1000) OPERATOR(pg_catalog.*) interval '1 microsecond')
-                 WHEN pg_catalog.length(p_unix_nano) OPERATOR(pg_catalog.<=) 20
-                 THEN pg_catalog.to_timestamp(pg_catalog.div(p_unix_nano::numeric, 1000000000)::double precision)
-                      OPERATOR(pg_catalog.+) pg_catalog.make_interval(
-                          secs => (pg_catalog.mod(p_unix_nano::numeric, 1000000000)
-                                   OPERATOR(pg_catalog./) 1000000000.0)::double precision)
-            END
-        WHEN p_unix_nano IS NULL AND p_iso OPERATOR(pg_catalog.~)
-             '^\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,9})?)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)?$'
-            THEN p_iso::timestamptz
-    END
-$$;
-COMMENT ON FUNCTION monitoring._otel_time(text, text) IS
-    'A time from Unix nanoseconds or ISO 8601 text (without an offset: UTC in the ingestion functions), NULL if neither';
+-- @include sql/include/telemetry_time.sql
 
 -- Where the oldest partition of a time-series table starts (its default partition aside):
 -- older rows have no partition, and the default-partition guard would move them anyway.

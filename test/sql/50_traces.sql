@@ -2,7 +2,7 @@
 -- and rejections, the seed's monitoring.traces and its queries, the analysis functions and
 -- privileges. Everything runs in one transaction.
 BEGIN;
-SELECT plan(73);
+SELECT plan(77);
 SET LOCAL search_path = public, monitoring;
 
 -- A flat span with sensible defaults; fields in p_extra override them.
@@ -38,6 +38,15 @@ SELECT is(pg_temp.counts(jsonb_build_array(
                  '{"kind": "server"}'))),
     '0/1/0', 'a span sent again is stored once (a retrying exporter)');
 SELECT is((SELECT count(*)::int FROM monitoring.spans WHERE span_id = 'b7ad6b7169203331'), 1, 'one row for the span');
+-- A batch is stored without ON CONFLICT; one holding a stored span, or a span twice, is
+-- stored again with it: the new spans kept, the others counted as duplicates.
+SELECT is(pg_temp.counts(jsonb_build_array(
+    pg_temp.span('0af7651916cd43dd8448eb211c80319c', 'b7ad6b7169203331', 'GET /orders', now() - interval '10 minutes', 250),
+    pg_temp.span('5af7651916cd43dd8448eb211c80319c', 'c7ad6b7169203331', 'render', now() - interval '10 minutes', 5),
+    pg_temp.span('5af7651916cd43dd8448eb211c80319c', 'c7ad6b7169203331', 'render', now() - interval '10 minutes', 5))),
+    '1/2/0', 'a batch with a stored span and a span twice: the new span stored once, two duplicates');
+SELECT is((SELECT count(*)::int FROM monitoring.spans WHERE span_id IN ('b7ad6b7169203331', 'c7ad6b7169203331')), 2,
+          'one row for each span');
 
 SELECT is(pg_temp.counts(jsonb_build_array(jsonb_build_object(
     'trace_id', '11111111111111111111111111111111', 'span_id', '2222222222222222', 'name', 'nanos',
@@ -46,6 +55,11 @@ SELECT is(pg_temp.counts(jsonb_build_array(jsonb_build_object(
     '1/0/0', 'times in Unix nanoseconds, as a string or a number');
 SELECT is((SELECT duration_ms FROM monitoring.spans WHERE span_id = '2222222222222222'), 1.235::double precision,
           'nanoseconds keep microsecond precision');
+-- Up to 9e18 the integer path, above it numeric: they agree at the boundary (the year 2255).
+SELECT is(monitoring._otel_time('8999999999999999999', NULL), monitoring._otel_time('9000000000000000000', NULL),
+          'the integer and the numeric paths round alike at their boundary');
+SELECT is(monitoring._otel_time('9000000000000000000', NULL), 'epoch'::timestamptz + interval '9000000000000000 microseconds',
+          'a time past bigint''s range keeps its microseconds');
 
 -- ---------------------------------------------------------------- repairs
 SELECT is(pg_temp.counts(jsonb_build_array(
