@@ -86,19 +86,7 @@ $$;
 COMMENT ON FUNCTION monitoring._oldest_partition_start(regclass) IS
     'Lower bound of the oldest partition of a range-partitioned table, NULL if it has none but the default';
 
--- The earliest time an ingestion function stores as sent: a row before the oldest partition
--- and the retention has a wrong clock (and is stored at the time received instead).
-CREATE FUNCTION monitoring._oldest_plausible_time(p_parent regclass)
-    RETURNS timestamptz
-    LANGUAGE sql
-    STABLE
-    SET search_path = ''
-AS $$
-    SELECT COALESCE(GREATEST(pg_catalog.now() - c.retention, monitoring._oldest_partition_start(p_parent)), '-infinity')
-    FROM monitoring.time_series_config c WHERE c.parent_table = p_parent::text
-$$;
-COMMENT ON FUNCTION monitoring._oldest_plausible_time(regclass) IS
-    'The start of the oldest partition or now() - retention, whichever is later: older rows have a wrong clock';
+-- _oldest_plausible_time(): in sql/include/telemetry_time.sql
 
 -- A batch whose statement fails even so (a value the checks let through, such as the date
 -- 2024-02-30) is stored half by half, down to the one row that fails, which is kept in

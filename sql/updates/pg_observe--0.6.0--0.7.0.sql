@@ -1,7 +1,8 @@
 -- 0.6.0 -> 0.7.0: faster capture and span ingestion. Changed functions come from the same
 -- files as a fresh install; make test compares an upgraded database with a fresh one.
 
--- Span and metric times of this century took the slow numeric path.
+-- Span and metric times of this century took the slow numeric path, and every batch read
+-- the bounds of every partition.
 -- @include sql/include/telemetry_time.sql
 -- Span batches are stored without ON CONFLICT unless one holds a span stored already.
 -- @include sql/include/traces_ingest.sql

@@ -2,7 +2,7 @@
 -- and rejections, the seed's monitoring.traces and its queries, the analysis functions and
 -- privileges. Everything runs in one transaction.
 BEGIN;
-SELECT plan(77);
+SELECT plan(81);
 SET LOCAL search_path = public, monitoring;
 
 -- A flat span with sensible defaults; fields in p_extra override them.
@@ -399,6 +399,24 @@ SELECT is((SELECT count(*)::int FROM information_schema.role_routine_grants
           'PUBLIC cannot ingest');
 SELECT ok((SELECT prosecdef FROM pg_proc WHERE oid = 'monitoring.ingest_spans(jsonb)'::regprocedure),
           'ingest_spans() runs as the owner (writers need no table rights)');
+
+-- The oldest plausible time is remembered in the session, with the partition set's shape.
+SELECT is(monitoring._oldest_plausible_time('monitoring.spans'), monitoring._oldest_partition_start('monitoring.spans'),
+          'the oldest plausible start of a span is its oldest partition''s (younger than the retention)');
+DO $$
+BEGIN
+    EXECUTE format('SELECT %I.create_partition_time(''monitoring.spans'', ARRAY[date_trunc(''day'', now()) - interval ''6 days''])',
+                   monitoring._partman_schema());
+END
+$$;
+SET LOCAL search_path = public, monitoring;   -- pg_partman 4.7 leaves its own behind
+SELECT is(monitoring._oldest_plausible_time('monitoring.spans'), date_trunc('day', now()) - interval '6 days',
+          'a partition made since the last batch moves the bound at once');
+SELECT set_config('pg_observe.oldest_partition_' || 'monitoring.spans'::regclass::oid, 'forged=value', true);
+SELECT is(monitoring._oldest_plausible_time('monitoring.spans'), date_trunc('day', now()) - interval '6 days',
+          'a setting that does not match the partitions is read again from them');
+SELECT is(monitoring._oldest_plausible_time('monitoring.spans'), date_trunc('day', now()) - interval '6 days',
+          'then remembered: the next batch reads the same bound from the session');
 
 SELECT * FROM finish();
 ROLLBACK;
