@@ -7,6 +7,9 @@
 -- Span batches are stored without ON CONFLICT unless one holds a span stored already.
 -- @include sql/include/traces_ingest.sql
 
+-- Batch capture: no spill to disk, a cheaper depth test, counters folded in one pass.
+-- @include sql/include/errors_functions.sql
+
 -- @include sql/900_privileges.sql
 -- @include sql/910_privileges_errors.sql
 -- @include sql/920_privileges_notifications.sql

@@ -1,7 +1,7 @@
 -- Capture: capture_error(), capture_errors() and a plain INSERT store occurrences, group them,
 -- accept the Sentry event shape and the seeds' flat shape, and store a repeated event id once.
 BEGIN;
-SELECT plan(23);
+SELECT plan(25);
 
 SELECT isa_ok(monitoring.capture_error('{"exception_type": "ValueError", "message": "bad value 42", "environment": "test"}'),
               'uuid', 'capture_error() returns the occurrence id');
@@ -78,6 +78,22 @@ SELECT results_eq(
     'one statement updates count, users, environments, services and releases once');
 SELECT is((SELECT count(*)::int FROM monitoring.error_activity a JOIN monitoring.tb_error_log g USING (error_id)
            WHERE g.error_type = 'Counted' AND a.action = 'first_seen'), 1, 'a new group records first_seen once');
+-- Deltas left pending by a busy row are folded with the next capture's: sums added, arrays merged.
+INSERT INTO monitoring.error_group_pending (error_id, occurrences, new_users, first_seen, last_seen, environment,
+                                           environments, services, release_version)
+SELECT error_id, 5, 1, now() - interval '1 hour', now() - interval '1 hour', 'qa', '{qa,prod}'::text[], '{batch}'::text[], '0.9'
+FROM monitoring.tb_error_log WHERE error_type = 'Counted'
+UNION ALL
+SELECT error_id, 2, 0, now() - interval '2 hours', now() - interval '2 hours', 'qa', '{qa}'::text[], '{cron,batch}'::text[], NULL
+FROM monitoring.tb_error_log WHERE error_type = 'Counted';
+SELECT monitoring.capture_errors('[{"exception_type": "Counted", "message": "m", "environment": "prod", "service": "api"}]');
+SELECT results_eq(
+    $$SELECT occurrence_count::int, affected_users::int, environments, services
+      FROM monitoring.error_groups WHERE error_type = 'Counted'$$,
+    $$VALUES (11, 3, ARRAY['prod', 'qa', 'staging'], ARRAY['api', 'batch', 'cron', 'worker'])$$,
+    'pending deltas and a capture fold into the group together: counts added, environments and services merged');
+SELECT is((SELECT count(*)::int FROM monitoring.error_group_pending p JOIN monitoring.tb_error_log g USING (error_id)
+           WHERE g.error_type = 'Counted'), 0, 'and the pending deltas are gone');
 
 -- Rolling back a capture leaves nothing.
 SAVEPOINT before_rollback;
