@@ -86,54 +86,21 @@ $$;
 COMMENT ON FUNCTION monitoring._oldest_partition_start(regclass) IS
     'Lower bound of the oldest partition of a range-partitioned table, NULL if it has none but the default';
 
--- _oldest_plausible_time(): in sql/include/telemetry_time.sql
-
--- A batch whose statement fails even so (a value the checks let through, such as the date
--- 2024-02-30) is stored half by half, down to the one row that fails, which is kept in
--- rejected_telemetry with PostgreSQL's message: one bad row in n costs about 2 log2(n)
--- statements, not n. p_kind picks the store: span (_store_spans) or metric (_store_metrics).
-CREATE FUNCTION monitoring._store_bisecting(p_batch jsonb, p_kind text, OUT accepted integer,
-                                            OUT duplicates integer, OUT rejected integer)
-    LANGUAGE plpgsql
-    VOLATILE
+-- The earliest time an ingestion function stores as sent: a row before the oldest partition
+-- and the retention has a wrong clock (and is stored at the time received instead).
+CREATE FUNCTION monitoring._oldest_plausible_time(p_parent regclass)
+    RETURNS timestamptz
+    LANGUAGE sql
+    STABLE
     SET search_path = ''
 AS $$
-DECLARE
-    n integer := pg_catalog.jsonb_array_length(p_batch);
-    part record;
-BEGIN
-    BEGIN
-        IF p_kind = 'span' THEN
-            SELECT s.accepted, s.duplicates, s.rejected INTO STRICT accepted, duplicates, rejected
-            FROM monitoring._store_spans(p_batch) s;
-        ELSE
-            SELECT m.accepted, 0, m.rejected INTO STRICT accepted, duplicates, rejected
-            FROM monitoring._store_metrics(p_batch) m;
-        END IF;
-        RETURN;
-    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
-        IF n = 1 THEN
-            INSERT INTO monitoring.rejected_telemetry (kind, reason, payload) VALUES (p_kind, SQLERRM, p_batch -> 0);
-            accepted := 0; duplicates := 0; rejected := 1;
-            RETURN;
-        END IF;
-    END;
-    accepted := 0; duplicates := 0; rejected := 0;
-    FOR part IN
-        SELECT b.* FROM (VALUES (0, n / 2), (n / 2, n)) AS h(first, last)
-        CROSS JOIN LATERAL monitoring._store_bisecting(
-            (SELECT pg_catalog.jsonb_agg(e.value ORDER BY e.ordinality)
-             FROM pg_catalog.jsonb_array_elements(p_batch) WITH ORDINALITY e
-             WHERE e.ordinality > h.first AND e.ordinality <= h.last), p_kind) b
-    LOOP
-        accepted := accepted + part.accepted;
-        duplicates := duplicates + part.duplicates;
-        rejected := rejected + part.rejected;
-    END LOOP;
-END
+    SELECT COALESCE(GREATEST(pg_catalog.now() - c.retention, monitoring._oldest_partition_start(p_parent)), '-infinity')
+    FROM monitoring.time_series_config c WHERE c.parent_table = p_parent::text
 $$;
-COMMENT ON FUNCTION monitoring._store_bisecting(jsonb, text) IS
-    'Stores a batch of spans or metric points; when its statement fails, each half on its own, down to the failing row';
+COMMENT ON FUNCTION monitoring._oldest_plausible_time(regclass) IS
+    'The start of the oldest partition or now() - retention, whichever is later: older rows have a wrong clock';
+
+-- @include sql/include/telemetry_store.sql
 
 SELECT monitoring._create_time_series(
     p_parent_table => 'monitoring.rejected_telemetry',

@@ -677,7 +677,9 @@ CREATE OR REPLACE FUNCTION monitoring._store_error_occurrences(p_events jsonb)
     SET search_path = ''
     SET plan_cache_mode = force_generic_plan   -- see the note at the top
     -- A batch of 1,000 realistic events is about 7 MB of rows: with the default 4 MB, every
-    -- pass over them (unnest, sorts, the INSERT's input) spilled to a temporary file.
+    -- pass over them (unnest, sorts, the INSERT's input) spilled to a temporary file. This
+    -- replaces the caller's setting for the call, a larger one too; each capturing connection
+    -- may use up to 16 MB per sort or hash.
     SET work_mem = '16MB'
 AS $$
 DECLARE

@@ -158,13 +158,13 @@ COMMENT ON FUNCTION monitoring._span_rows(jsonb, timestamptz, timestamptz) IS
     'The storable spans of a batch as rows of monitoring.spans, repaired (inlined into _store_spans())';
 
 -- Stores one batch: one INSERT of the storable spans, and only when some were not stored, a
--- second statement that keeps the unstorable ones with their reason. The INSERT runs without
--- ON CONFLICT, which costs a speculative insertion per row (an eighth of the time); a batch
--- that holds a span stored already (a client's retry) is inserted again with it. When a
--- value the checks let through still fails (a date like 2024-02-30), _store_bisecting()
--- retries by halves.
-CREATE OR REPLACE FUNCTION monitoring._store_spans(p_spans jsonb, OUT accepted integer, OUT duplicates integer,
-                                        OUT rejected integer)
+-- second statement that keeps the unstorable ones with their reason. Without
+-- p_skip_duplicates a span stored already fails the batch with unique_violation, and
+-- _store_bisecting() stores it again with p_skip_duplicates (see there). When a value the
+-- checks let through still fails (a date like 2024-02-30), _store_bisecting() retries by
+-- halves.
+CREATE OR REPLACE FUNCTION monitoring._store_spans(p_spans jsonb, p_skip_duplicates boolean DEFAULT false,
+                                                   OUT accepted integer, OUT duplicates integer, OUT rejected integer)
     LANGUAGE plpgsql
     VOLATILE
     SET search_path = ''
@@ -175,20 +175,20 @@ DECLARE
     oldest timestamptz := monitoring._oldest_plausible_time('monitoring.spans');
     newest timestamptz := pg_catalog.now() + interval '1 day';
 BEGIN
-    BEGIN
-        INSERT INTO monitoring.spans
-            (trace_id, span_id, parent_span_id, trace_state, service, operation_name, kind, start_time, end_time,
-             duration_ms, status_code, status_message, attributes, events, links, resource, scope, environment,
-             repairs, client_start_time)
-        SELECT * FROM monitoring._span_rows(p_spans, oldest, newest);
-    EXCEPTION WHEN unique_violation THEN
+    IF p_skip_duplicates THEN
         INSERT INTO monitoring.spans
             (trace_id, span_id, parent_span_id, trace_state, service, operation_name, kind, start_time, end_time,
              duration_ms, status_code, status_message, attributes, events, links, resource, scope, environment,
              repairs, client_start_time)
         SELECT * FROM monitoring._span_rows(p_spans, oldest, newest)
         ON CONFLICT DO NOTHING;
-    END;
+    ELSE
+        INSERT INTO monitoring.spans
+            (trace_id, span_id, parent_span_id, trace_state, service, operation_name, kind, start_time, end_time,
+             duration_ms, status_code, status_message, attributes, events, links, resource, scope, environment,
+             repairs, client_start_time)
+        SELECT * FROM monitoring._span_rows(p_spans, oldest, newest);
+    END IF;
     GET DIAGNOSTICS accepted = ROW_COUNT;
 
     rejected := 0;
@@ -215,7 +215,7 @@ BEGIN
     duplicates := pg_catalog.jsonb_array_length(p_spans) - accepted - rejected;
 END
 $$;
-COMMENT ON FUNCTION monitoring._store_spans(jsonb) IS 'Body of ingest_spans(): stores one batch in one statement (two when some span is unstorable)';
+COMMENT ON FUNCTION monitoring._store_spans(jsonb, boolean) IS 'Body of ingest_spans(): stores one batch in one statement (two when some span is unstorable)';
 
 CREATE OR REPLACE FUNCTION monitoring.ingest_spans(p_spans jsonb)
     RETURNS TABLE (accepted integer, duplicates integer, rejected integer)

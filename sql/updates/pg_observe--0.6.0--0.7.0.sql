@@ -1,10 +1,13 @@
 -- 0.6.0 -> 0.7.0: faster capture and span ingestion. Changed functions come from the same
 -- files as a fresh install; make test compares an upgraded database with a fresh one.
 
--- Span and metric times of this century took the slow numeric path, and every batch read
--- the bounds of every partition.
+-- Span and metric times of this century took the slow numeric path.
 -- @include sql/include/telemetry_time.sql
--- Span batches are stored without ON CONFLICT unless one holds a span stored already.
+-- Span batches are stored without ON CONFLICT unless one holds a span stored already: the
+-- retry is _store_bisecting()'s, which takes a new argument.
+DROP FUNCTION monitoring._store_bisecting(jsonb, text);
+DROP FUNCTION monitoring._store_spans(jsonb);
+-- @include sql/include/telemetry_store.sql
 -- @include sql/include/traces_ingest.sql
 
 -- Batch capture: no spill to disk, a cheaper depth test, counters folded in one pass.
