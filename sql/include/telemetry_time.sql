@@ -34,3 +34,41 @@ $$;
 COMMENT ON FUNCTION monitoring._otel_time(text, text) IS
     'A time from Unix nanoseconds or ISO 8601 text (without an offset: UTC in the ingestion functions), NULL if neither';
 
+
+-- The earliest time an ingestion function stores as sent: a row before the oldest partition
+-- and the retention has a wrong clock (and is stored at the time received instead). The
+-- oldest partition's start comes from partition_bounds_cache while the partition set is the
+-- one it was read from. Called by the ingestion functions, which run as the owner.
+CREATE OR REPLACE FUNCTION monitoring._oldest_plausible_time(p_parent regclass)
+    RETURNS timestamptz
+    LANGUAGE plpgsql
+    VOLATILE   -- refreshes partition_bounds_cache
+    SET search_path = ''
+AS $$
+DECLARE
+    kept_for interval;
+    partitions text;
+    cached monitoring.partition_bounds_cache;
+    oldest_start timestamptz;
+BEGIN
+    SELECT c.retention INTO kept_for FROM monitoring.time_series_config c WHERE c.parent_table OPERATOR(pg_catalog.=) p_parent::text;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT pg_catalog.concat_ws(':', pg_catalog.count(*), pg_catalog.sum(i.inhrelid::bigint), pg_catalog.max(i.inhrelid::bigint))
+    INTO partitions
+    FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) p_parent;
+    SELECT * INTO cached FROM monitoring.partition_bounds_cache b WHERE b.parent_table OPERATOR(pg_catalog.=) p_parent::text;
+    IF FOUND AND cached.partitions OPERATOR(pg_catalog.=) partitions THEN
+        oldest_start := cached.oldest_start;
+    ELSE
+        oldest_start := monitoring._oldest_partition_start(p_parent);
+        INSERT INTO monitoring.partition_bounds_cache AS b (parent_table, partitions, oldest_start)
+        VALUES (p_parent::text, partitions, oldest_start)
+        ON CONFLICT (parent_table) DO UPDATE SET partitions = excluded.partitions, oldest_start = excluded.oldest_start;
+    END IF;
+    RETURN COALESCE(GREATEST(pg_catalog.now() OPERATOR(pg_catalog.-) kept_for, oldest_start), '-infinity');
+END
+$$;
+COMMENT ON FUNCTION monitoring._oldest_plausible_time(regclass) IS
+    'The start of the oldest partition or now() - retention, whichever is later: older rows have a wrong clock';

@@ -2,7 +2,7 @@
 -- and rejections, the seed's monitoring.traces and its queries, the analysis functions and
 -- privileges. Everything runs in one transaction.
 BEGIN;
-SELECT plan(80);
+SELECT plan(84);
 SET LOCAL search_path = public, monitoring;
 
 -- A flat span with sensible defaults; fields in p_extra override them.
@@ -415,6 +415,19 @@ $$;
 SET LOCAL search_path = public, monitoring;   -- pg_partman 4.7 leaves its own behind
 SELECT is(monitoring._oldest_plausible_time('monitoring.spans'), date_trunc('day', now()) - interval '6 days',
           'a partition made since the last batch moves the bound at once');
+SELECT is((SELECT oldest_start FROM monitoring.partition_bounds_cache WHERE parent_table = 'monitoring.spans'),
+          date_trunc('day', now()) - interval '6 days', 'the bound is cached with the partition set it was read from');
+UPDATE monitoring.partition_bounds_cache SET oldest_start = '2000-01-01' WHERE parent_table = 'monitoring.spans';
+SELECT is(monitoring._oldest_plausible_time('monitoring.spans'),
+          now() - (SELECT retention FROM monitoring.time_series_config WHERE parent_table = 'monitoring.spans'),
+          'while the partitions are the same the cached bound is used (here older than the retention, which decides)');
+UPDATE monitoring.partition_bounds_cache SET oldest_start = '2000-01-01', partitions = '1:2:3' WHERE parent_table = 'monitoring.spans';
+SELECT is(monitoring._oldest_plausible_time('monitoring.spans'), date_trunc('day', now()) - interval '6 days',
+          'a cache row of another partition set is read again');
+SET LOCAL ROLE observe_writer;
+SELECT throws_ok($$UPDATE monitoring.partition_bounds_cache SET oldest_start = now()$$, '42501', NULL,
+                 'writers cannot forge the cached bound');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;
