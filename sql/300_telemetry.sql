@@ -86,18 +86,7 @@ $$;
 COMMENT ON FUNCTION monitoring._oldest_partition_start(regclass) IS
     'Lower bound of the oldest partition of a range-partitioned table, NULL if it has none but the default';
 
--- The oldest partition's start of each time-series table, as _oldest_plausible_time() last
--- read it, with the partition set it read it from (count, sum and highest oid of the
--- partitions: making, dropping or attaching one changes them). Reading the bounds costs about
--- 2 ms a batch with 10 partitions; this is one lookup. UNLOGGED: a cache. Only the owner
--- writes it (the ingestion functions run as the owner): no caller can forge a bound.
-CREATE UNLOGGED TABLE monitoring.partition_bounds_cache (
-    parent_table text PRIMARY KEY,
-    partitions   text NOT NULL,
-    oldest_start timestamptz
-);
-COMMENT ON TABLE monitoring.partition_bounds_cache IS
-    'Cache of the oldest partition start per time-series table, keyed by the partition set; written by _oldest_plausible_time()';
+-- @include sql/include/partition_bounds_cache.sql
 
 -- _oldest_plausible_time(): in sql/include/telemetry_time.sql (after the cache it reads)
 -- @include sql/include/telemetry_time.sql

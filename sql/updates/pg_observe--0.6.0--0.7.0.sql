@@ -3,18 +3,7 @@
 
 -- Span and metric times of this century took the slow numeric path, and every batch read
 -- every partition's bounds.
--- The oldest partition's start of each time-series table, as _oldest_plausible_time() last
--- read it, with the partition set it read it from (count, sum and highest oid of the
--- partitions: making, dropping or attaching one changes them). Reading the bounds costs about
--- 2 ms a batch with 10 partitions; this is one lookup. UNLOGGED: a cache. Only the owner
--- writes it (the ingestion functions run as the owner): no caller can forge a bound.
-CREATE UNLOGGED TABLE monitoring.partition_bounds_cache (
-    parent_table text PRIMARY KEY,
-    partitions   text NOT NULL,
-    oldest_start timestamptz
-);
-COMMENT ON TABLE monitoring.partition_bounds_cache IS
-    'Cache of the oldest partition start per time-series table, keyed by the partition set; written by _oldest_plausible_time()';
+-- @include sql/include/partition_bounds_cache.sql
 -- @include sql/include/telemetry_time.sql
 -- Span batches are stored without ON CONFLICT unless one holds a span stored already: the
 -- retry is _store_bisecting()'s, which takes a new argument.
