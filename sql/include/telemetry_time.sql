@@ -48,20 +48,23 @@ AS $$
 DECLARE
     kept_for interval;
     partitions text;
-    cached monitoring.partition_bounds_cache;
+    cache_hit boolean;
     oldest_start timestamptz;
 BEGIN
-    SELECT c.retention INTO kept_for FROM monitoring.time_series_config c WHERE c.parent_table OPERATOR(pg_catalog.=) p_parent::text;
+    -- One statement: the retention, the partition set as it is now, and the cached bound.
+    SELECT c.retention, p.partitions, b.partitions OPERATOR(pg_catalog.=) p.partitions, b.oldest_start
+    INTO kept_for, partitions, cache_hit, oldest_start
+    FROM monitoring.time_series_config c
+    CROSS JOIN LATERAL (
+        SELECT pg_catalog.concat_ws(':', pg_catalog.count(*), pg_catalog.sum(i.inhrelid::bigint),
+                                    pg_catalog.max(i.inhrelid::bigint)) AS partitions
+        FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) p_parent) p
+    LEFT JOIN monitoring.partition_bounds_cache b ON b.parent_table OPERATOR(pg_catalog.=) c.parent_table
+    WHERE c.parent_table OPERATOR(pg_catalog.=) p_parent::text;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    SELECT pg_catalog.concat_ws(':', pg_catalog.count(*), pg_catalog.sum(i.inhrelid::bigint), pg_catalog.max(i.inhrelid::bigint))
-    INTO partitions
-    FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) p_parent;
-    SELECT * INTO cached FROM monitoring.partition_bounds_cache b WHERE b.parent_table OPERATOR(pg_catalog.=) p_parent::text;
-    IF FOUND AND cached.partitions OPERATOR(pg_catalog.=) partitions THEN
-        oldest_start := cached.oldest_start;
-    ELSE
+    IF cache_hit IS NOT TRUE THEN
         oldest_start := monitoring._oldest_partition_start(p_parent);
         INSERT INTO monitoring.partition_bounds_cache AS b (parent_table, partitions, oldest_start)
         VALUES (p_parent::text, partitions, oldest_start)
