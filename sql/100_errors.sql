@@ -196,6 +196,7 @@ CREATE TABLE monitoring.error_event_seen (
 COMMENT ON TABLE monitoring.error_event_seen IS 'Event ids stored in the last 30 days, to drop duplicates';
 
 -- @include sql/include/errors_fingerprint_cache.sql
+-- @include sql/include/errors_queue_tables.sql
 
 -- User data and configuration survive pg_dump (partitions of tb_error_occurrence are not
 -- extension members, so pg_dump keeps them anyway).
@@ -211,6 +212,7 @@ SELECT pg_catalog.pg_extension_config_dump('monitoring.error_scrub_key', 'WHERE 
 SELECT pg_catalog.pg_extension_config_dump('monitoring.error_event_seen', '');
 
 -- @include sql/include/errors_functions.sql
+-- @include sql/include/errors_queue.sql
 -- @include sql/include/errors_workflow.sql
 -- @include sql/include/errors_partitions.sql
 

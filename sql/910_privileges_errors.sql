@@ -12,3 +12,9 @@ GRANT EXECUTE ON FUNCTION monitoring.top_issues(interval, text, integer, boolean
     TO observe_reader;
 GRANT INSERT ON monitoring.tb_error_occurrence TO observe_writer;
 GRANT EXECUTE ON FUNCTION monitoring.capture_error(jsonb), monitoring.capture_errors(jsonb) TO observe_writer;
+-- The capture queue: writers queue, and any of them (or the worker's dispatcher role) may
+-- drain it. The queue's rows are not readable but by admins: they are events as sent.
+GRANT EXECUTE ON FUNCTION monitoring.queue_error(jsonb), monitoring.process_error_queue(integer) TO observe_writer;
+GRANT EXECUTE ON PROCEDURE monitoring.drain_error_queue(integer, integer) TO observe_writer, observe_dispatcher, observe_admin;
+GRANT EXECUTE ON FUNCTION monitoring.process_error_queue(integer) TO observe_dispatcher;
+REVOKE ALL ON PROCEDURE monitoring.drain_error_queue(integer, integer) FROM PUBLIC;

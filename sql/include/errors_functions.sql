@@ -58,7 +58,8 @@ COMMENT ON FUNCTION monitoring._uuid_or_null(text) IS 'The text as a uuid (with 
 
 -- Turns a JSON array of events, in the Sentry shape or the seeds' flat shape, into
 -- occurrence rows (one query for the whole array; plans kept per session by PL/pgSQL).
-CREATE OR REPLACE FUNCTION monitoring._events_to_occurrences(p_events jsonb)
+-- p_received_at gives each event's time of arrival (the capture queue's); NULL: now().
+CREATE OR REPLACE FUNCTION monitoring._events_to_occurrences(p_events jsonb, p_received_at timestamptz[] DEFAULT NULL)
     RETURNS SETOF monitoring.tb_error_occurrence
     LANGUAGE plpgsql
     STABLE
@@ -83,11 +84,11 @@ BEGIN
            NULL::uuid,
            -- Sentry's rule: a time more than 30 days old or more than a minute ahead is the
            -- client's clock, not the event's: file it at the time received, keep what was sent.
-           CASE WHEN x.client_time BETWEEN pg_catalog.now() OPERATOR(pg_catalog.-) interval '30 days'
-                                       AND pg_catalog.now() OPERATOR(pg_catalog.+) interval '1 minute'
-                THEN x.client_time ELSE pg_catalog.now() END,
+           CASE WHEN x.client_time BETWEEN x.received_at OPERATOR(pg_catalog.-) interval '30 days'
+                                       AND x.received_at OPERATOR(pg_catalog.+) interval '1 minute'
+                THEN x.client_time ELSE x.received_at END,
            x.client_time,
-           pg_catalog.now(),
+           x.received_at,
            CASE WHEN x.event_id IS NULL THEN NULL
                 WHEN x.event_id OPERATOR(pg_catalog.~*)
                      '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN x.event_id::uuid
@@ -139,7 +140,7 @@ BEGIN
                WHEN 'fatal' THEN 'fatal' ELSE 'error' END,
            COALESCE(a.e OPERATOR(pg_catalog.->>) 'trace_id', a.e #>> '{contexts,trace,trace_id}'),
            COALESCE(a.e OPERATOR(pg_catalog.->>) 'span_id', a.e #>> '{contexts,trace,span_id}')
-    FROM pg_catalog.jsonb_array_elements(p_events) AS a(e)
+    FROM pg_catalog.jsonb_array_elements(p_events) WITH ORDINALITY AS a(e, i)
     CROSS JOIN LATERAL (
         SELECT CASE WHEN pg_catalog.jsonb_typeof(a.e #> '{exception,values,-1}') OPERATOR(pg_catalog.=) 'object'
                     THEN a.e #> '{exception,values,-1}' END AS main,
@@ -150,26 +151,39 @@ BEGIN
                       OR pg_catalog.jsonb_typeof(a.e OPERATOR(pg_catalog.->) 'context') OPERATOR(pg_catalog.=) 'object'
                     THEN a.e OPERATOR(pg_catalog.->) 'context'
                     ELSE pg_catalog.jsonb_build_object('value', a.e OPERATOR(pg_catalog.->) 'context') END AS ctx,
-               CASE WHEN a.e ? 'timestamp' THEN monitoring._event_time(a.e OPERATOR(pg_catalog.->) 'timestamp') END AS client_time
+               CASE WHEN a.e ? 'timestamp' THEN monitoring._event_time(a.e OPERATOR(pg_catalog.->) 'timestamp') END AS client_time,
+               COALESCE(p_received_at[a.i], pg_catalog.now()) AS received_at
         OFFSET 0   -- evaluated once per event, not once per reference
     ) x;
 END
 $$;
-COMMENT ON FUNCTION monitoring._events_to_occurrences(jsonb) IS
+COMMENT ON FUNCTION monitoring._events_to_occurrences(jsonb, timestamptz[]) IS
     'Maps a JSON array of events (Sentry shape or flat shape) to tb_error_occurrence rows; a non-object event is an error';
 
--- The key under which a user counts as affected. Inlinable SQL.
+-- The key under which a user counts as affected. Inlinable SQL. A key longer than 256 bytes
+-- is kept as its md5: it could not be indexed (a btree entry holds at most 2,704 bytes), and
+-- two such keys still count as two users.
 CREATE OR REPLACE FUNCTION monitoring._user_key(p_user jsonb, p_context jsonb)
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
     PARALLEL SAFE
 AS $$
-    SELECT COALESCE(p_user OPERATOR(pg_catalog.->>) 'id', p_user OPERATOR(pg_catalog.->>) 'email',
-                    p_user OPERATOR(pg_catalog.->>) 'username', p_user OPERATOR(pg_catalog.->>) 'ip_address',
-                    p_context OPERATOR(pg_catalog.->>) 'user_id')
+    SELECT CASE WHEN pg_catalog.octet_length(COALESCE(
+                         p_user OPERATOR(pg_catalog.->>) 'id', p_user OPERATOR(pg_catalog.->>) 'email',
+                         p_user OPERATOR(pg_catalog.->>) 'username', p_user OPERATOR(pg_catalog.->>) 'ip_address',
+                         p_context OPERATOR(pg_catalog.->>) 'user_id')) OPERATOR(pg_catalog.<=) 256
+                THEN COALESCE(p_user OPERATOR(pg_catalog.->>) 'id', p_user OPERATOR(pg_catalog.->>) 'email',
+                              p_user OPERATOR(pg_catalog.->>) 'username', p_user OPERATOR(pg_catalog.->>) 'ip_address',
+                              p_context OPERATOR(pg_catalog.->>) 'user_id')
+                ELSE 'md5:' OPERATOR(pg_catalog.||) pg_catalog.md5(COALESCE(
+                         p_user OPERATOR(pg_catalog.->>) 'id', p_user OPERATOR(pg_catalog.->>) 'email',
+                         p_user OPERATOR(pg_catalog.->>) 'username', p_user OPERATOR(pg_catalog.->>) 'ip_address',
+                         p_context OPERATOR(pg_catalog.->>) 'user_id'))
+           END
 $$;
-COMMENT ON FUNCTION monitoring._user_key(jsonb, jsonb) IS 'User id, e-mail, name or ip of an event (or context.user_id)';
+COMMENT ON FUNCTION monitoring._user_key(jsonb, jsonb) IS
+    'User id, e-mail, name or ip of an event (or context.user_id); md5: and its hash when over 256 bytes';
 
 -- Is release a older than release b? Numeric parts compare as numbers (1.10 > 1.9).
 CREATE OR REPLACE FUNCTION monitoring._release_older(a text, b text)
@@ -335,7 +349,7 @@ BEGIN
         RETURNING event_id
     ), limited AS (
         SELECT DISTINCT ON (COALESCE(r.event_id, r.occurrence_id)) r.ordinality, ROW(
-            r.occurrence_id, NULL, r.occurred_at, r.client_timestamp, pg_catalog.now(), r.event_id,
+            r.occurrence_id, NULL, r.occurred_at, r.client_timestamp, r.received_at, r.event_id,
             monitoring._truncate(COALESCE(NULLIF(r.exception_type, ''), 'Error'), 512),
             monitoring._truncate(COALESCE(r.message, ''), 8192),
             monitoring._truncate(r.stack_trace, 262144),
@@ -346,8 +360,9 @@ BEGIN
             r.transaction_name, r.logger, r.level,
             -- ids as spans store them (lower-case hex), so that the joins by trace id match;
             -- what is no id at all is kept as sent
-            COALESCE(monitoring._otel_trace_id(r.trace_id), r.trace_id),
-            COALESCE(monitoring._otel_span_id(r.span_id), r.span_id))::monitoring.tb_error_occurrence AS o
+            -- (cut to 128 characters: the trace id is indexed)
+            COALESCE(monitoring._otel_trace_id(r.trace_id), monitoring._truncate(r.trace_id, 128)),
+            COALESCE(monitoring._otel_span_id(r.span_id), monitoring._truncate(r.span_id, 128)))::monitoring.tb_error_occurrence AS o
         FROM pg_catalog.unnest(p_rows) WITH ORDINALITY r
         WHERE r.event_id IS NULL OR r.event_id IN (SELECT f.event_id FROM fresh f)
         ORDER BY COALESCE(r.event_id, r.occurrence_id), r.ordinality
@@ -626,6 +641,7 @@ AS $$
 DECLARE
     prepared monitoring.tb_error_occurrence;
 BEGIN
+    NEW.received_at := pg_catalog.now();   -- the database's clock, whatever the INSERT said
     -- The trigger runs on the partition: its row type is the partition's, hence ROW(NEW.*).
     SELECT p.* INTO prepared FROM monitoring._prepare_error_occurrences(ARRAY[ROW(NEW.*)::monitoring.tb_error_occurrence]) p;
     IF NOT FOUND THEN
@@ -670,7 +686,7 @@ COMMENT ON FUNCTION monitoring._expire_error_event_ids() IS 'Maintenance task: f
 
 -- Capture: one event, or many in one round trip. Both prepare the rows set-based, insert
 -- them (the row trigger lets prepared rows through), then count them per group.
-CREATE OR REPLACE FUNCTION monitoring._store_error_occurrences(p_events jsonb)
+CREATE OR REPLACE FUNCTION monitoring._store_error_occurrences(p_events jsonb, p_received_at timestamptz[] DEFAULT NULL)
     RETURNS monitoring.tb_error_occurrence[]
     LANGUAGE plpgsql
     VOLATILE
@@ -686,7 +702,7 @@ DECLARE
     stored monitoring.tb_error_occurrence[];
 BEGIN
     SELECT pg_catalog.array_agg(p) INTO stored
-    FROM monitoring._prepare_error_occurrences(ARRAY(SELECT r FROM monitoring._events_to_occurrences(p_events) r)) p;
+    FROM monitoring._prepare_error_occurrences(ARRAY(SELECT r FROM monitoring._events_to_occurrences(p_events, p_received_at) r)) p;
     IF stored IS NULL THEN
         RETURN '{}'::monitoring.tb_error_occurrence[];
     END IF;
@@ -700,8 +716,8 @@ BEGIN
     RETURN stored;
 END
 $$;
-COMMENT ON FUNCTION monitoring._store_error_occurrences(jsonb) IS
-    'Prepares, inserts and counts a JSON array of events; returns the rows stored';
+COMMENT ON FUNCTION monitoring._store_error_occurrences(jsonb, timestamptz[]) IS
+    'Prepares, inserts and counts a JSON array of events (received at p_received_at, default now); returns the rows stored';
 
 CREATE OR REPLACE FUNCTION monitoring.capture_error(p_event jsonb)
     RETURNS uuid

@@ -10,6 +10,8 @@ AS $$
     VALUES ('pg_observe_maintenance', '*/5 * * * *', 'SELECT monitoring.run_maintenance()'),
            -- the backstop of pg-observe worker: delivers notifications when no worker runs
            ('pg_observe_notifications', '* * * * *', 'CALL monitoring.dispatch_notifications()'),
+           -- the backstop of pg-observe worker: captures queued errors when no worker runs
+           ('pg_observe_error_queue', '* * * * *', 'CALL monitoring.drain_error_queue()'),
            -- pg_cron 1.4 has no sub-minute schedule: per-minute rollups run every minute
            ('pg_observe_metric_rollups', '* * * * *', 'SELECT monitoring.rollup_metrics()')
 $$;

@@ -476,10 +476,38 @@ BEGIN
         result.detail := 'no dead notification';
     END IF;
     RETURN NEXT result;
+
+    -- Error events of queue_error() wait for a drainer: the same thresholds as notifications.
+    SELECT pg_catalog.count(*), pg_catalog.min(q.queued_at) INTO due, oldest_queued FROM monitoring.error_queue q;
+    lag := COALESCE(pg_catalog.now() - oldest_queued, interval '0');
+    result.check_name := 'error_queue_backlog';
+    result.observed := pg_catalog.date_part('epoch', lag);
+    result.status := CASE WHEN lag > limits.queue_lag_critical THEN 'critical'
+                          WHEN lag > limits.queue_lag_warning THEN 'warning' ELSE 'ok' END;
+    result.detail := CASE WHEN due = 0 THEN 'no error event is queued'
+                          ELSE pg_catalog.format('%s error events queued, the oldest for %s', due,
+                                                 pg_catalog.date_trunc('second', lag))
+                     END || CASE WHEN lag > limits.queue_lag_warning
+                                 THEN ': is anything draining it (pg-observe worker, the pg_cron job pg_observe_error_queue)?'
+                                 ELSE '' END;
+    RETURN NEXT result;
+
+    SELECT pg_catalog.count(*) INTO dead FROM monitoring.error_queue_failed f;
+    result.check_name := 'failed_error_events';
+    result.observed := dead;
+    IF dead > 0 THEN
+        result.status := 'warning';
+        result.detail := pg_catalog.format('%s queued error events could not be stored: read reason in '
+                                           'monitoring.error_queue_failed, then SELECT monitoring.retry_failed_errors()', dead);
+    ELSE
+        result.status := 'ok';
+        result.detail := 'no failed error event';
+    END IF;
+    RETURN NEXT result;
 END
 $$;
 COMMENT ON FUNCTION monitoring._health_queue() IS
-    'health() checks notification_backlog (how long the oldest due message has waited) and dead_notifications';
+    'health() checks notification_backlog, dead_notifications, error_queue_backlog (the oldest queued error event''s age) and failed_error_events';
 
 CREATE OR REPLACE FUNCTION monitoring._health_deliveries()
     RETURNS SETOF monitoring.health_check

@@ -30,11 +30,13 @@ def cron_conn():
 def test_schedule_maintenance_is_idempotent(cron_conn: psycopg.Connection) -> None:
     first = cron_conn.execute("SELECT job_name, schedule, jobid FROM monitoring.schedule_maintenance()").fetchall()
     second = cron_conn.execute("SELECT job_name, schedule, jobid FROM monitoring.schedule_maintenance()").fetchall()
-    assert [r[0] for r in first] == ["pg_observe_maintenance", "pg_observe_notifications", "pg_observe_metric_rollups"]
+    assert [r[0] for r in first] == ["pg_observe_maintenance", "pg_observe_notifications", "pg_observe_error_queue",
+                                     "pg_observe_metric_rollups"]
     assert first == second
     jobs = cron_conn.execute("SELECT jobname, count(*) FROM cron.job WHERE jobname LIKE 'pg_observe%'"
                              " GROUP BY jobname ORDER BY 1").fetchall()
-    assert jobs == [("pg_observe_maintenance", 1), ("pg_observe_metric_rollups", 1), ("pg_observe_notifications", 1)]
+    assert jobs == [("pg_observe_error_queue", 1), ("pg_observe_maintenance", 1), ("pg_observe_metric_rollups", 1),
+                    ("pg_observe_notifications", 1)]
 
 
 def test_pg_cron_runs_maintenance(cron_conn: psycopg.Connection) -> None:
@@ -73,8 +75,10 @@ def test_schedule_without_pg_cron_is_a_notice(dsn: str) -> None:
     assert any("pg_cron is not installed" in n for n in notices)
 
 
-def test_pg_cron_backstop_delivers_notifications_without_a_worker(cron_conn: psycopg.Connection) -> None:
-    """No worker runs: the every-minute pg_cron job calls the dispatcher and the receiver gets it."""
+def test_pg_cron_backstops_capture_queued_errors_and_deliver_without_a_worker(cron_conn: psycopg.Connection) -> None:
+    """No worker runs: the event is queued with queue_error(); the every-minute job
+    pg_observe_error_queue captures it (which queues its notification) and the every-minute
+    dispatcher job delivers it to the receiver: up to two minutes."""
     from test_notifications import Receiver
 
     receiver = Receiver()
@@ -84,12 +88,15 @@ def test_pg_cron_backstop_delivers_notifications_without_a_worker(cron_conn: psy
             "INSERT INTO monitoring.tb_error_notification_config (error_type, channel_config)"
             " VALUES ('CronBackstopError', jsonb_build_object('url', %s::text)) RETURNING config_id",
             (receiver.url,)).fetchone()[0]
-        cron_conn.execute("""SELECT monitoring.capture_error('{"exception_type": "CronBackstopError",'
+        cron_conn.execute("""SELECT monitoring.queue_error('{"exception_type": "CronBackstopError",'
                           ' "message": "no worker here", "fingerprint": ["cron-backstop"]}')""")
-        deadline = time.monotonic() + 130
+        deadline = time.monotonic() + 190
         while time.monotonic() < deadline and not receiver.requests:
             time.sleep(1)
-        assert receiver.requests, "the pg_cron job did not deliver within 130 s"
+        assert receiver.requests, "the pg_cron jobs did not capture and deliver within 190 s"
+        assert cron_conn.execute("SELECT count(*) FROM monitoring.error_queue").fetchone() == (0,)
+        assert cron_conn.execute("SELECT occurrence_count FROM monitoring.error_groups"
+                                 " WHERE fingerprint = 'cron-backstop'").fetchone() == (1,)
         assert receiver.bodies()[0]["error_fingerprint"] == "cron-backstop"
         status = cron_conn.execute("SELECT status FROM monitoring.notification_queue WHERE config_id = %s",
                                    (config_id,)).fetchone()

@@ -428,7 +428,7 @@ def test_worker_as_a_login_role_with_only_observe_dispatcher(conn, dsn, receiver
         done = subprocess.run([*WORKER, "worker", "--once"], env={**os.environ, "PG_OBSERVE_DSN": role_dsn},
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == "1 sent, 0 failed, 0 dead"
+        assert done.stdout.strip() == "0 queued errors captured, 1 sent, 0 failed, 0 dead"
         assert len(receiver.requests) == 1
     finally:
         conn.execute(f"DROP OWNED BY {role}")

@@ -20,7 +20,7 @@ SELECT is(
      WHERE p.pronamespace = 'monitoring'::regnamespace
        AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')),
     -- These pass the caller's search_path to pg_partman, which restores it session-wide;
-    -- dispatch_notifications is a procedure that commits, which a SET clause forbids;
+    -- dispatch_notifications and drain_error_queue are procedures that commit, which a SET clause forbids;
     -- the _cache_note_one, _fingerprint_cache_key, _otel_*, _span_fields, _span_rows, _truncate and _user_key helpers are SQL the
     -- planner inlines into the capture's queries, which a SET clause would prevent (every
     -- name in them is schema-qualified).
@@ -32,6 +32,7 @@ SELECT is(
           'monitoring._truncate(text,integer)', 'monitoring._user_key(jsonb,jsonb)',
           'monitoring.create_error_occurrence_partition(date)',
           'monitoring.dispatch_notifications(integer,text,integer,integer,integer)',
+          'monitoring.drain_error_queue(integer,integer)',
           'monitoring.drop_old_error_occurrence_partitions(integer)',
           'monitoring.drop_old_notification_log_partitions(integer)',
           'monitoring.ensure_error_occurrence_partitions(integer)',

@@ -119,8 +119,9 @@ SELECT is((SELECT count(*)::int FROM (SELECT check_name FROM monitoring.health()
           'check names are unique');
 SELECT is((SELECT array_agg(DISTINCT split_part(check_name, ':', 1) ORDER BY split_part(check_name, ':', 1))
            FROM monitoring.health()),
-          ARRAY['database_growth', 'dead_notifications', 'default_partition', 'dispatcher_heartbeat', 'failed_deliveries',
-                'maintenance_last_run', 'maintenance_schedule', 'notification_backlog', 'partitions_ahead'],
+          ARRAY['database_growth', 'dead_notifications', 'default_partition', 'dispatcher_heartbeat', 'error_queue_backlog',
+                'failed_deliveries', 'failed_error_events', 'maintenance_last_run', 'maintenance_schedule',
+                'notification_backlog', 'partitions_ahead'],
           'the checks of a database without pg_cron');
 SELECT is((SELECT count(*)::int FROM monitoring.health() WHERE check_name LIKE 'partitions_ahead:%' AND status = 'ok'),
           (SELECT count(*)::int FROM monitoring.time_series_config), 'partitions_ahead: one ok row per table');

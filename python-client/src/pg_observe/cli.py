@@ -135,9 +135,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     worker = NotificationWorker(_dsn(args), interval=args.interval, max_messages=args.max_messages, name=args.name)
     if args.once:
         with psycopg.connect(_dsn(args), autocommit=True) as conn:
+            worker.drain_errors_once(conn)
             worker.dispatch_once(conn)
         totals = worker.totals
-        print(f"{totals.sent} sent, {totals.failed} failed, {totals.dead} dead")
+        print(f"{totals.queued_errors} queued errors captured, {totals.sent} sent, {totals.failed} failed,"
+              f" {totals.dead} dead")
         return 0
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: worker.stop())
@@ -210,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="uid of the PostgreSQL data source the panels use (default pg_observe)")
 
     worker = command(
-        "worker", "deliver notifications: LISTEN and call monitoring.dispatch_notifications() on each wake-up",
+        "worker", "capture queued errors and deliver notifications: LISTEN, then call"
+        " monitoring.process_error_queue() and monitoring.dispatch_notifications() on each wake-up",
         _cmd_worker)
     worker.add_argument(
         "--interval", type=float, default=1.0, help="seconds between dispatcher calls without a wake-up (default 1)"
     )
     worker.add_argument("--max-messages", type=int, default=1000, help="messages per dispatcher call (default 1000)")
     worker.add_argument("--name", help="dispatcher label in the delivery log (default worker@host/pid)")
-    worker.add_argument("--once", action="store_true", help="call the dispatcher once and exit")
+    worker.add_argument("--once", action="store_true",
+                        help="drain the error queue and call the dispatcher once, then exit")
     receiver = command(
         "otlp-receiver", "receive OTLP/HTTP traces (POST /v1/traces) and store them with ingest_otlp_traces()",
         _cmd_otlp_receiver)

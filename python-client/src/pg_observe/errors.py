@@ -45,6 +45,7 @@ AsyncPoolOrDsn = Union[AsyncConnectionPool, str]
 log = logging.getLogger("pg_observe")
 
 _CAPTURE_SQL = "SELECT monitoring.capture_error(%s)"
+_QUEUE_SQL = "SELECT monitoring.queue_error(%s)"
 
 # Options of init_error_tracker(**options) with their defaults.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -470,6 +471,17 @@ class ErrorTracker(_TrackerBase):
             row = c.execute(_CAPTURE_SQL, (Jsonb(event),)).fetchone()
         return row[0] if row else None
 
+    def queue_error(self, event: dict[str, Any], *, conn: psycopg.Connection | None = None) -> Any:
+        """Queues one prebuilt event in the database (one queue_error() call: a single INSERT)
+        and returns its event id; the grouping runs later, in batches (docs/errors.md).
+
+        The cheapest synchronous write; it raises what the database raises. On ``conn`` it is
+        part of the caller's transaction.
+        """
+        with (_Borrowed(conn) if conn is not None else self._connection()) as c:
+            row = c.execute(_QUEUE_SQL, (Jsonb(event),)).fetchone()
+        return row[0] if row else None
+
     # --- the issue workflow -----------------------------------------------------------------------
 
     def _workflow(self, action: str, params: tuple) -> ErrorGroup:
@@ -595,6 +607,17 @@ class AsyncErrorTracker(_TrackerBase):
         else:
             async with self._connection() as c:
                 cur = await c.execute(_CAPTURE_SQL, (Jsonb(event),))
+                row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def queue_error(self, event: dict[str, Any], *, conn: psycopg.AsyncConnection | None = None) -> Any:
+        """Queues one prebuilt event in the database (one queue_error() call); returns its event id. Raises."""
+        if conn is not None:
+            cur = await conn.execute(_QUEUE_SQL, (Jsonb(event),))
+            row = await cur.fetchone()
+        else:
+            async with self._connection() as c:
+                cur = await c.execute(_QUEUE_SQL, (Jsonb(event),))
                 row = await cur.fetchone()
         return row[0] if row else None
 

@@ -1,10 +1,12 @@
-"""The notification worker: wakes the database's dispatcher.
+"""The worker: drains the error capture queue and wakes the database's dispatcher.
 
-All delivery logic is in the database (monitoring.dispatch_notifications()). This loop only
-LISTENs on the channel the capture notifies, CALLs the dispatcher on every wake-up and on a
-short timer (for retries that come due and as a safety net for a lost notification), and
-reconnects with backoff when the database goes away. Killing it at any moment loses nothing:
-a claimed message is taken again by the next dispatcher once its claim expires.
+All logic is in the database (monitoring.process_error_queue(), monitoring.dispatch_notifications()).
+This loop only LISTENs on the channel the capture notifies, and on every wake-up and on a short
+timer (for retries that come due and as a safety net for a lost notification) captures what
+queue_error() queued, then CALLs the dispatcher; it reconnects with backoff when the database
+goes away. Killing it at any moment loses nothing: a batch of queued events being captured is
+undone with its transaction, and a claimed message is taken again by the next dispatcher once
+its claim expires.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ class DispatchTotals:
     sent: int = 0
     failed: int = 0
     dead: int = 0
+    queued_errors: int = 0
 
 
 class NotificationWorker:
-    """LISTEN for queued notifications and call monitoring.dispatch_notifications().
+    """LISTEN for queued notifications; capture queued error events and call
+    monitoring.dispatch_notifications().
 
     ``interval`` bounds the time between two calls without a wake-up (seconds);
-    ``max_messages`` bounds one call; ``name`` labels the dispatcher in the delivery log.
+    ``max_messages`` bounds one call (messages, or queued events); ``name`` labels the dispatcher in the delivery log.
     """
 
     def __init__(
@@ -52,11 +56,39 @@ class NotificationWorker:
         self.max_messages = max(1, int(max_messages))
         self.name = name or f"worker@{socket.gethostname()}/{os.getpid()}"
         self.totals = DispatchTotals()
+        self._queue_exists = True
         self._stop = threading.Event()
 
     def stop(self) -> None:
         """Ask run() to return after the current dispatcher call."""
         self._stop.set()
+
+    def drain_errors_once(self, conn: psycopg.Connection) -> int:
+        """Captures queued error events, batch after batch (each its own transaction), until
+        the queue is empty; returns how many. An extension older than the queue has none."""
+        if not self._queue_exists:
+            return 0
+        total = 0
+        while not self._stop.is_set():
+            try:
+                row = conn.execute("SELECT monitoring.process_error_queue(%s)", (self.max_messages,)).fetchone()
+            except psycopg.errors.UndefinedFunction:
+                self._queue_exists = False
+                log.info("no error capture queue in this database (pg_observe older than 0.8.0)")
+                break
+            except psycopg.errors.InsufficientPrivilege:
+                self._queue_exists = False
+                log.warning("this role may not process the error capture queue (grant observe_dispatcher);"
+                            " pg_cron's job pg_observe_error_queue is left to do it")
+                break
+            taken = int(row[0] or 0) if row else 0
+            total += taken
+            if taken < self.max_messages:
+                break
+        self.totals.queued_errors += total
+        if total:
+            log.info("captured %d queued error events", total)
+        return total
 
     def dispatch_once(self, conn: psycopg.Connection) -> int:
         """One dispatcher call; returns how many messages it sent."""
@@ -87,6 +119,7 @@ class NotificationWorker:
 
     def _serve(self, conn: psycopg.Connection) -> None:
         while not self._stop.is_set():
+            self.drain_errors_once(conn)   # first: the captures queue their notifications
             self.dispatch_once(conn)
             deadline = time.monotonic() + self.interval
             # Wake-ups that arrived while dispatching are consumed here at once; their
