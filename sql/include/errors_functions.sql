@@ -316,8 +316,12 @@ COMMENT ON FUNCTION monitoring._fingerprint_cache_key(monitoring.tb_error_occurr
 -- 30 days, or twice in this batch), applies the limits, scrubs what the cheap test flags,
 -- fingerprints (from the cache, or in full for misses), finds or creates each group, and
 -- reopens groups that regressed or whose ignore ran out. Returns the rows to store, each
--- with its error_id. Counting is left to _count_error_occurrences, after the INSERT.
-CREATE OR REPLACE FUNCTION monitoring._prepare_error_occurrences(p_rows monitoring.tb_error_occurrence[])
+-- with its error_id; with p_insert, inserts them itself and returns them without their large
+-- fields (message, stack, frames, chain, client fingerprint, tags, request), which is all the
+-- counting and the notification rules read: a batch's rows are not copied again.
+-- Counting is left to _count_error_occurrences, after the INSERT.
+CREATE OR REPLACE FUNCTION monitoring._prepare_error_occurrences(p_rows monitoring.tb_error_occurrence[],
+                                                                 p_insert boolean DEFAULT false)
     RETURNS SETOF monitoring.tb_error_occurrence
     LANGUAGE plpgsql
     VOLATILE
@@ -390,13 +394,16 @@ BEGIN
     cache_usable := NOT EXISTS (
         SELECT FROM monitoring.error_fingerprint_rule r
         WHERE r.enabled AND (r.match_message IS NOT NULL OR r.match_environment IS NOT NULL OR r.match_tags IS NOT NULL));
+    -- Rows are reached by subscript (kept[i]: O(1) on PL/pgSQL's expanded array), not by
+    -- unnest(kept), which would copy every row of the batch into a tuplestore each time; the
+    -- arrays made here (ids, results, prints) are in kept's order, so kept[i] pairs with them.
     WITH keyed AS MATERIALIZED (
-        SELECT o.occurrence_id, o.frames IS NULL AS without_frames,
-               monitoring._fingerprint_cache_key(o, cache_usable) AS input_key, o
-        FROM pg_catalog.unnest(kept) o
+        SELECT i, (kept[i]).occurrence_id, (kept[i]).frames IS NULL AS without_frames,
+               monitoring._fingerprint_cache_key(kept[i], cache_usable) AS input_key
+        FROM pg_catalog.generate_subscripts(kept, 1) AS i
     ), looked AS (
-        SELECT k.occurrence_id, k.input_key, k.without_frames, c.result AS cached,
-               CASE WHEN c.result IS NULL THEN monitoring._fingerprint_occurrence(k.o) END AS computed
+        SELECT k.i, k.occurrence_id, k.input_key, k.without_frames, c.result AS cached,
+               CASE WHEN c.result IS NULL THEN monitoring._fingerprint_occurrence(kept[k.i]) END AS computed
         FROM keyed k
         LEFT JOIN monitoring.error_fingerprint_cache c ON c.input_key OPERATOR(pg_catalog.=) k.input_key
     ), remembered AS (
@@ -408,14 +415,15 @@ BEGIN
           AND l.computed OPERATOR(pg_catalog.->>) 'method' OPERATOR(pg_catalog.=) 'stack'
         ON CONFLICT DO NOTHING
     ), fingerprinted AS (
-        SELECT l.occurrence_id, COALESCE(l.cached, l.computed) AS fp FROM looked l
+        SELECT l.i, l.occurrence_id, COALESCE(l.cached, l.computed) AS fp FROM looked l
     )
-    SELECT pg_catalog.array_agg(f.occurrence_id), pg_catalog.array_agg(f.fp),
+    SELECT pg_catalog.array_agg(f.occurrence_id ORDER BY f.i), pg_catalog.array_agg(f.fp ORDER BY f.i),
            -- A client's own single-part fingerprint ("payment_timeout_error") is kept readable.
            pg_catalog.array_agg(CASE WHEN f.fp OPERATOR(pg_catalog.->>) 'method' OPERATOR(pg_catalog.=) 'explicit'
                                       AND pg_catalog.jsonb_array_length(f.fp OPERATOR(pg_catalog.->) 'inputs') OPERATOR(pg_catalog.=) 1
                                       AND pg_catalog.length(f.fp #>> '{inputs,0}') OPERATOR(pg_catalog.<=) 200
-                                 THEN f.fp #>> '{inputs,0}' ELSE f.fp OPERATOR(pg_catalog.->>) 'fingerprint' END)
+                                 THEN f.fp #>> '{inputs,0}' ELSE f.fp OPERATOR(pg_catalog.->>) 'fingerprint' END
+                                 ORDER BY f.i)
     INTO ids, results, prints
     FROM fingerprinted f;
 
@@ -423,12 +431,12 @@ BEGIN
     -- capture may create the same group a moment earlier: ON CONFLICT leaves it to that one,
     -- and the next statement (a new snapshot) sees it.
     WITH firsts AS (
-        SELECT DISTINCT ON (f.fingerprint) f.fingerprint, f.fp, o.exception_type, o.message, o.level, o.occurred_at,
-               o.environment, o.service, o.release_version, o.stack_trace
-        FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(results), pg_catalog.unnest(prints)) AS f(occurrence_id, fp, fingerprint)
-        JOIN pg_catalog.unnest(kept) WITH ORDINALITY o ON o.occurrence_id OPERATOR(pg_catalog.=) f.occurrence_id
-        WHERE NOT EXISTS (SELECT FROM monitoring.tb_error_log g WHERE g.error_fingerprint OPERATOR(pg_catalog.=) f.fingerprint)
-        ORDER BY f.fingerprint, o.occurred_at, o.ordinality
+        SELECT DISTINCT ON (prints[i]) prints[i] AS fingerprint, results[i] AS fp, (kept[i]).exception_type,
+               (kept[i]).message, (kept[i]).level, (kept[i]).occurred_at, (kept[i]).environment, (kept[i]).service,
+               (kept[i]).release_version, (kept[i]).stack_trace
+        FROM pg_catalog.generate_subscripts(prints, 1) AS i
+        WHERE NOT EXISTS (SELECT FROM monitoring.tb_error_log g WHERE g.error_fingerprint OPERATOR(pg_catalog.=) prints[i])
+        ORDER BY prints[i], (kept[i]).occurred_at, i
     ), created AS (
         INSERT INTO monitoring.tb_error_log AS g
             (error_fingerprint, fingerprint_version, fingerprint_method, fingerprint_inputs, error_type,
@@ -487,21 +495,46 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- The capture functions insert what they prepared: the trigger's WHEN clause lets rows
+    -- through without a call while pg_observe.capture_prepared is on.
+    IF p_insert THEN
+        PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'on', true);
+    END IF;
+    -- One of the two branches runs: p_insert is a one-time filter of the plan.
     RETURN QUERY
-    SELECT o.occurrence_id, g.error_id, o.occurred_at, o.client_timestamp, o.received_at, o.event_id,
-           o.exception_type, o.message, o.stack_trace,
-           -- frames parsed from the raw stack trace when none came with the event
-           COALESCE(o.frames, CASE WHEN pg_catalog.jsonb_array_length(f.fp OPERATOR(pg_catalog.->) 'frames') OPERATOR(pg_catalog.>) 0
-                                   THEN f.fp OPERATOR(pg_catalog.->) 'frames' END),
-           o.exception_chain, o.client_fingerprint, o.context, o.tags, o.user_info, o.request, o.environment,
-           o.release_version, o.service, o.server_name, o.transaction_name, o.logger, o.level, o.trace_id, o.span_id
-    FROM pg_catalog.unnest(kept) o
-    JOIN ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(results), pg_catalog.unnest(prints)) AS f(occurrence_id, fp, fingerprint)
-        ON f.occurrence_id OPERATOR(pg_catalog.=) o.occurrence_id
-    LEFT JOIN monitoring.tb_error_log g ON g.error_fingerprint OPERATOR(pg_catalog.=) f.fingerprint;
+    WITH prepared AS NOT MATERIALIZED (
+        SELECT (kept[i]).occurrence_id, g.error_id, (kept[i]).occurred_at, (kept[i]).client_timestamp,
+               (kept[i]).received_at, (kept[i]).event_id, (kept[i]).exception_type, (kept[i]).message,
+               (kept[i]).stack_trace,
+               -- frames parsed from the raw stack trace when none came with the event
+               COALESCE((kept[i]).frames,
+                        CASE WHEN pg_catalog.jsonb_array_length(results[i] OPERATOR(pg_catalog.->) 'frames') OPERATOR(pg_catalog.>) 0
+                             THEN results[i] OPERATOR(pg_catalog.->) 'frames' END) AS frames,
+               (kept[i]).exception_chain, (kept[i]).client_fingerprint, (kept[i]).context, (kept[i]).tags,
+               (kept[i]).user_info, (kept[i]).request, (kept[i]).environment, (kept[i]).release_version,
+               (kept[i]).service, (kept[i]).server_name, (kept[i]).transaction_name, (kept[i]).logger,
+               (kept[i]).level, (kept[i]).trace_id, (kept[i]).span_id
+        FROM pg_catalog.generate_subscripts(kept, 1) AS i
+        LEFT JOIN monitoring.tb_error_log g ON g.error_fingerprint OPERATOR(pg_catalog.=) prints[i]
+    ), stored AS (
+        INSERT INTO monitoring.tb_error_occurrence
+        SELECT p.* FROM prepared p WHERE p_insert
+        RETURNING occurrence_id, error_id, occurred_at, client_timestamp, received_at, event_id, exception_type, context,
+                  user_info, environment, release_version, service, server_name, transaction_name, logger, level,
+                  trace_id, span_id
+    )
+    SELECT p.* FROM prepared p WHERE NOT p_insert
+    UNION ALL
+    SELECT s.occurrence_id, s.error_id, s.occurred_at, s.client_timestamp, s.received_at, s.event_id, s.exception_type,
+           NULL, NULL, NULL, NULL, NULL, s.context, NULL, s.user_info, NULL, s.environment, s.release_version, s.service,
+           s.server_name, s.transaction_name, s.logger, s.level, s.trace_id, s.span_id
+    FROM stored s;
+    IF p_insert THEN
+        PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'off', true);
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION monitoring._prepare_error_occurrences(monitoring.tb_error_occurrence[]) IS
+COMMENT ON FUNCTION monitoring._prepare_error_occurrences(monitoring.tb_error_occurrence[], boolean) IS
     'Capture, set-based: dedupes by event id, applies limits, scrubs, fingerprints, finds or creates groups, detects regressions';
 
 -- Folds counter deltas into tb_error_log, set-based: the fresh deltas of a capture
@@ -702,13 +735,11 @@ DECLARE
     stored monitoring.tb_error_occurrence[];
 BEGIN
     SELECT pg_catalog.array_agg(p) INTO stored
-    FROM monitoring._prepare_error_occurrences(ARRAY(SELECT r FROM monitoring._events_to_occurrences(p_events, p_received_at) r)) p;
+    FROM monitoring._prepare_error_occurrences(
+        ARRAY(SELECT r FROM monitoring._events_to_occurrences(p_events, p_received_at) r), true) p;
     IF stored IS NULL THEN
         RETURN '{}'::monitoring.tb_error_occurrence[];
     END IF;
-    PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'on', true);
-    INSERT INTO monitoring.tb_error_occurrence SELECT * FROM pg_catalog.unnest(stored);
-    PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'off', true);
     PERFORM monitoring._count_error_occurrences(stored);
     -- The notification rules, with the counts up to date and in the same transaction: a
     -- rollback of the capture takes its notifications with it.
@@ -717,7 +748,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION monitoring._store_error_occurrences(jsonb, timestamptz[]) IS
-    'Prepares, inserts and counts a JSON array of events (received at p_received_at, default now); returns the rows stored';
+    'Prepares, inserts and counts a JSON array of events (received at p_received_at, default now); returns the rows stored, without their large fields';
 
 CREATE OR REPLACE FUNCTION monitoring.capture_error(p_event jsonb)
     RETURNS uuid
