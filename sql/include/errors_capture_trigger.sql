@@ -1,10 +1,24 @@
--- A plain INSERT is a capture (included by sql/100_errors.sql and the 0.2.0 -> 0.3.0 upgrade).
+-- A plain INSERT is a capture (included by sql/100_errors.sql and the upgrade scripts).
 -- Rows the capture functions have prepared already carry their error_id and come with
 -- pg_observe.capture_prepared on: the WHEN clause, evaluated without a function call, lets
--- them through. Any other row, error_id or not, is prepared by the trigger.
-CREATE TRIGGER error_occurrence_prepare
-    BEFORE INSERT ON monitoring.tb_error_occurrence
-    FOR EACH ROW
-    WHEN (NEW.error_id IS NULL
-          OR pg_catalog.current_setting('pg_observe.capture_prepared', true) IS DISTINCT FROM 'on')
-    EXECUTE FUNCTION monitoring._error_occurrence_prepare();
+-- them through. Any other row, error_id or not, is prepared by the trigger. Anyone may set
+-- the setting, so the clause also asks for the extension's owner, whom the capture functions
+-- run as (SECURITY DEFINER): a writer who sets it gets the capture all the same (before
+-- 0.8.0 such a row was stored unscrubbed and uncounted).
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_trigger t
+               WHERE t.tgrelid OPERATOR(pg_catalog.=) 'monitoring.tb_error_occurrence'::pg_catalog.regclass
+                 AND t.tgname OPERATOR(pg_catalog.=) 'error_occurrence_prepare') THEN
+        DROP TRIGGER error_occurrence_prepare ON monitoring.tb_error_occurrence;
+    END IF;
+    EXECUTE pg_catalog.format($trigger$
+        CREATE TRIGGER error_occurrence_prepare
+            BEFORE INSERT ON monitoring.tb_error_occurrence
+            FOR EACH ROW
+            WHEN (NEW.error_id IS NULL
+                  OR pg_catalog.current_setting('pg_observe.capture_prepared', true) IS DISTINCT FROM 'on'
+                  OR CURRENT_USER OPERATOR(pg_catalog.<>) %L::pg_catalog.name)
+            EXECUTE FUNCTION monitoring._error_occurrence_prepare()$trigger$, CURRENT_USER);
+END
+$$;

@@ -22,11 +22,14 @@ BEGIN
         RAISE EXCEPTION 'an error event must be a JSON object, got %', COALESCE(pg_catalog.jsonb_typeof(p_event), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The caller gets the event id at once, as Sentry's SDKs do: the client's own, or a new
-    -- one written into the event (an id that is no uuid would be dropped by the capture).
+    -- The caller gets the event id at once, as Sentry's SDKs do: the client's own (in any
+    -- spelling the capture reads as a uuid), or a new one written into the event.
     IF given_id OPERATOR(pg_catalog.~*) '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
         event_id := given_id::uuid;
     ELSE
+        event_id := monitoring._uuid_or_null(given_id);   -- braces, other dash groupings
+    END IF;
+    IF event_id IS NULL THEN
         event_id := pg_catalog.gen_random_uuid();
         p_event := p_event OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('event_id', event_id);
     END IF;
@@ -37,10 +40,14 @@ $$;
 COMMENT ON FUNCTION monitoring.queue_error(jsonb) IS
     'Queues one error event (capture_error''s JSON) with one INSERT; returns its event id. Grouped by process_error_queue(), within about a second with a worker';
 
--- Stores queued events; when the batch fails, each half on its own, down to the one event
--- that fails, which is kept in error_queue_failed. A transient failure (deadlock, lack of
--- memory or disk, shutdown) is raised instead: the whole batch returns to the queue.
-CREATE OR REPLACE FUNCTION monitoring._store_queued_errors(p_ids bigint[], p_events jsonb, p_queued_at timestamptz[])
+-- Captures and deletes queued events (their rows locked by the caller); when the batch fails,
+-- each half on its own, down to the one event that fails, which is moved to
+-- error_queue_failed. The batch is read inside the guarded block: one too big to be a JSON
+-- array (256 MB) is halved like any other failure. A transient failure (deadlock, lock, disk
+-- full, too many connections, shutdown, I/O or internal error) is raised instead: the whole
+-- batch stays queued. Running out of memory is not transient here: a huge batch would fail
+-- again, its halves need not.
+CREATE OR REPLACE FUNCTION monitoring._store_queued_errors(p_ids bigint[])
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
@@ -49,39 +56,40 @@ AS $$
 DECLARE
     n integer := pg_catalog.cardinality(p_ids);
     half integer := n OPERATOR(pg_catalog./) 2;
+    events jsonb;
+    arrivals timestamptz[];
 BEGIN
     BEGIN
-        PERFORM monitoring._store_error_occurrences(p_events, p_queued_at);
+        SELECT pg_catalog.jsonb_agg(q.event ORDER BY q.queue_id), pg_catalog.array_agg(q.queued_at ORDER BY q.queue_id)
+        INTO events, arrivals
+        FROM monitoring.error_queue q WHERE q.queue_id OPERATOR(pg_catalog.=) ANY (p_ids);
+        PERFORM monitoring._store_error_occurrences(events, arrivals);
+        DELETE FROM monitoring.error_queue q WHERE q.queue_id OPERATOR(pg_catalog.=) ANY (p_ids);
         RETURN 0;
     EXCEPTION WHEN OTHERS THEN
-        IF pg_catalog.left(SQLSTATE, 2) OPERATOR(pg_catalog.=) ANY (ARRAY['40', '53', '55', '57', '58', 'XX']) THEN
+        IF pg_catalog.left(SQLSTATE, 2) OPERATOR(pg_catalog.=) ANY (ARRAY['40', '55', '57', '58', 'XX'])
+           OR SQLSTATE OPERATOR(pg_catalog.=) ANY (ARRAY['53100', '53300']) THEN
             RAISE;
         END IF;
         IF n OPERATOR(pg_catalog.=) 1 THEN
+            WITH moved AS (
+                DELETE FROM monitoring.error_queue q WHERE q.queue_id OPERATOR(pg_catalog.=) p_ids[1] RETURNING q.*
+            )
             INSERT INTO monitoring.error_queue_failed (queue_id, queued_at, sqlstate, reason, event)
-            VALUES (p_ids[1], p_queued_at[1], SQLSTATE, SQLERRM, p_events OPERATOR(pg_catalog.->) 0);
+            SELECT m.queue_id, m.queued_at, SQLSTATE, SQLERRM, m.event FROM moved m;
             RETURN 1;
         END IF;
     END;
-    RETURN monitoring._store_queued_errors(
-               p_ids[1:half],
-               (SELECT pg_catalog.jsonb_agg(a.e ORDER BY a.i) FROM pg_catalog.jsonb_array_elements(p_events) WITH ORDINALITY a(e, i)
-                WHERE a.i OPERATOR(pg_catalog.<=) half),
-               p_queued_at[1:half])
-         OPERATOR(pg_catalog.+)
-           monitoring._store_queued_errors(
-               p_ids[half OPERATOR(pg_catalog.+) 1:n],
-               (SELECT pg_catalog.jsonb_agg(a.e ORDER BY a.i) FROM pg_catalog.jsonb_array_elements(p_events) WITH ORDINALITY a(e, i)
-                WHERE a.i OPERATOR(pg_catalog.>) half),
-               p_queued_at[half OPERATOR(pg_catalog.+) 1:n]);
+    RETURN monitoring._store_queued_errors(p_ids[1:half])
+           OPERATOR(pg_catalog.+) monitoring._store_queued_errors(p_ids[half OPERATOR(pg_catalog.+) 1:n]);
 END
 $$;
-COMMENT ON FUNCTION monitoring._store_queued_errors(bigint[], jsonb, timestamptz[]) IS
-    'Captures queued events; an event the capture fails on goes to error_queue_failed, the rest is stored; returns how many failed';
+COMMENT ON FUNCTION monitoring._store_queued_errors(bigint[]) IS
+    'Captures and deletes these queued events; an event the capture fails on moves to error_queue_failed, the rest is stored; returns how many failed';
 
 -- One batch, in the caller's transaction: the oldest queued events no other drainer holds
 -- (SKIP LOCKED: drainers share the queue without waiting). Nothing is lost if the caller dies:
--- the DELETE is undone with the rest.
+-- the capture and the DELETE are undone together.
 CREATE OR REPLACE FUNCTION monitoring.process_error_queue(p_max_events integer DEFAULT 1000)
     RETURNS integer
     LANGUAGE plpgsql
@@ -91,28 +99,17 @@ CREATE OR REPLACE FUNCTION monitoring.process_error_queue(p_max_events integer D
 AS $$
 DECLARE
     ids bigint[];
-    events jsonb;
-    queued_at timestamptz[];
 BEGIN
     IF p_max_events IS NULL OR p_max_events OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'p_max_events must be at least 1, got %', COALESCE(p_max_events::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    WITH taken AS (
-        DELETE FROM monitoring.error_queue q
-        WHERE q.queue_id OPERATOR(pg_catalog.=) ANY (ARRAY(
-            SELECT c.queue_id FROM monitoring.error_queue c ORDER BY c.queue_id
-            LIMIT p_max_events FOR UPDATE SKIP LOCKED))
-        RETURNING q.*
-    )
-    SELECT pg_catalog.array_agg(t.queue_id ORDER BY t.queue_id), pg_catalog.jsonb_agg(t.event ORDER BY t.queue_id),
-           pg_catalog.array_agg(t.queued_at ORDER BY t.queue_id)
-    INTO ids, events, queued_at
-    FROM taken t;
-    IF ids IS NULL THEN
+    ids := ARRAY(SELECT c.queue_id FROM monitoring.error_queue c ORDER BY c.queue_id
+                 LIMIT p_max_events FOR UPDATE SKIP LOCKED);
+    IF pg_catalog.cardinality(ids) OPERATOR(pg_catalog.=) 0 THEN
         RETURN 0;
     END IF;
-    PERFORM monitoring._store_queued_errors(ids, events, queued_at);
+    PERFORM monitoring._store_queued_errors(ids);
     RETURN pg_catalog.cardinality(ids);
 END
 $$;
@@ -130,6 +127,8 @@ DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     taken integer;
 BEGIN
+    p_max_seconds := COALESCE(p_max_seconds, 50);
+    p_batch_size := COALESCE(p_batch_size, 1000);
     LOOP
         taken := monitoring.process_error_queue(p_batch_size);
         COMMIT;
@@ -163,7 +162,9 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._process_error_queue_task() IS 'Maintenance task: captures up to 20,000 queued error events';
 
--- Failed events go back into the queue (after a fix), keeping their time of arrival.
+-- Failed events go back into the queue (after a fix). They arrive again now: the backlog
+-- check measures waiting in the queue, and an arrival older than the partitions would be
+-- filed at the time of capture anyway.
 CREATE OR REPLACE FUNCTION monitoring.retry_failed_errors()
     RETURNS bigint
     LANGUAGE plpgsql
@@ -174,10 +175,10 @@ DECLARE
     queued bigint;
 BEGIN
     WITH taken AS (
-        DELETE FROM monitoring.error_queue_failed f RETURNING f.queued_at, f.event, f.queue_id
+        DELETE FROM monitoring.error_queue_failed f RETURNING f.event, f.queue_id
     )
-    INSERT INTO monitoring.error_queue (queued_at, event)
-    SELECT t.queued_at, t.event FROM taken t ORDER BY t.queue_id;
+    INSERT INTO monitoring.error_queue (event)
+    SELECT t.event FROM taken t ORDER BY t.queue_id;
     GET DIAGNOSTICS queued = ROW_COUNT;
     RETURN queued;
 END

@@ -7,8 +7,12 @@
 -- The capture functions take each event's time of arrival (the queue's).
 DROP FUNCTION monitoring._store_error_occurrences(jsonb);
 DROP FUNCTION monitoring._events_to_occurrences(jsonb);
+-- The batch capture inserts its rows as it prepares them (a new argument).
+DROP FUNCTION monitoring._prepare_error_occurrences(monitoring.tb_error_occurrence[]);
 -- @include sql/include/errors_functions.sql
 -- @include sql/include/errors_queue.sql
+-- A writer could pass the capture trigger by setting pg_observe.capture_prepared itself.
+-- @include sql/include/errors_capture_trigger.sql
 -- A pg_cron job drains the queue every minute (schedule_maintenance() registers it).
 -- @include sql/include/maintenance_jobs.sql
 -- health() reports the queue's backlog and its failed events.

@@ -2,7 +2,7 @@
 -- is not used when rules could depend on more than the stack, is emptied when rules change;
 -- a plain INSERT cannot skip the capture by bringing its own error_id.
 BEGIN;
-SELECT plan(12);
+SELECT plan(13);
 
 CREATE TEMP TABLE stack_event AS SELECT $${
     "exception_type": "CacheProbe", "environment": "cache-test",
@@ -55,6 +55,21 @@ SELECT error_id, 'SneakyInsert', 'm', 'cache-test' FROM monitoring.tb_error_log 
 SELECT is((SELECT g.error_type FROM monitoring.tb_error_occurrence o JOIN monitoring.tb_error_log g USING (error_id)
            WHERE o.exception_type = 'SneakyInsert'), 'SneakyInsert',
           'an error_id given by a plain INSERT is replaced by the one the capture finds');
+
+
+-- Nor can a writer pass the trigger by setting pg_observe.capture_prepared itself.
+SELECT error_id AS text_probe_group FROM monitoring.tb_error_log WHERE error_type = 'TextProbe' \gset
+SET LOCAL ROLE observe_writer;
+SET LOCAL pg_observe.capture_prepared = on;
+INSERT INTO monitoring.tb_error_occurrence (error_id, exception_type, message, environment, context, received_at)
+VALUES (:'text_probe_group', 'ForgedPrepared', 'm', 'cache-test', '{"password": "hunter2"}', '2000-01-01');
+RESET pg_observe.capture_prepared;
+RESET ROLE;
+SELECT results_eq($$SELECT g.error_type, o.context ->> 'password', o.received_at = now()
+                    FROM monitoring.tb_error_occurrence o JOIN monitoring.tb_error_log g USING (error_id)
+                    WHERE o.exception_type = 'ForgedPrepared'$$,
+                  $$VALUES ('ForgedPrepared'::text, '[Filtered]'::text, true)$$,
+                  'a writer who sets pg_observe.capture_prepared is captured all the same: grouped, scrubbed, received now');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -3,7 +3,7 @@
 -- capture fails on is kept with the reason, the rest of its batch is stored. Also: ids too
 -- long to index (trace, span, user) no longer make a capture fail.
 BEGIN;
-SELECT plan(38);
+SELECT plan(39);
 
 -- Writing
 SELECT is(monitoring.queue_error('{"exception_type": "QueueProbe", "message": "first", "event_id": "0123456789ABCDEF0123456789abcdef"}'),
@@ -12,6 +12,9 @@ CREATE TEMP TABLE returned AS
 SELECT monitoring.queue_error('{"exception_type": "QueueProbe", "message": "second", "event_id": "not-a-uuid"}') AS id;
 SELECT is((SELECT (event ->> 'event_id')::uuid FROM monitoring.error_queue WHERE event ->> 'message' = 'second'),
           (SELECT id FROM returned), 'an event without a usable id gets one, written into the queued event');
+SELECT is(monitoring.queue_error('{"exception_type": "QueueBraces", "event_id": "{b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"}'),
+          'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, 'an id in any spelling PostgreSQL reads as a uuid is the client''s');
+DELETE FROM monitoring.error_queue WHERE event ->> 'exception_type' = 'QueueBraces';
 SELECT throws_ok($$SELECT monitoring.queue_error('[1, 2]')$$, '22023',
                  'an error event must be a JSON object, got array', 'an array is refused with a clear error');
 SELECT throws_ok($$SELECT monitoring.queue_error(NULL)$$, '22023', NULL, 'NULL is refused');

@@ -63,13 +63,16 @@ class NotificationWorker:
         """Ask run() to return after the current dispatcher call."""
         self._stop.set()
 
-    def drain_errors_once(self, conn: psycopg.Connection) -> int:
+    def drain_errors_once(self, conn: psycopg.Connection, max_seconds: float = 5.0) -> int:
         """Captures queued error events, batch after batch (each its own transaction), until
-        the queue is empty; returns how many. An extension older than the queue has none."""
+        the queue is empty or ``max_seconds`` have passed (the dispatcher's turn comes even
+        under constant load); returns how many. An extension older than the queue has none.
+        A failing batch is logged and left queued: it must not stop the notifications."""
         if not self._queue_exists:
             return 0
         total = 0
-        while not self._stop.is_set():
+        deadline = time.monotonic() + max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
             try:
                 row = conn.execute("SELECT monitoring.process_error_queue(%s)", (self.max_messages,)).fetchone()
             except psycopg.errors.UndefinedFunction:
@@ -80,6 +83,12 @@ class NotificationWorker:
                 self._queue_exists = False
                 log.warning("this role may not process the error capture queue (grant observe_dispatcher);"
                             " pg_cron's job pg_observe_error_queue is left to do it")
+                break
+            except psycopg.Error as error:
+                if conn.broken:
+                    raise   # the connection is gone: run() reconnects
+                log.warning("capturing queued error events failed (%s: %s); they stay queued",
+                            type(error).__name__, str(error).strip())
                 break
             taken = int(row[0] or 0) if row else 0
             total += taken
