@@ -56,6 +56,22 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._uuid_or_null(text) IS 'The text as a uuid (with or without dashes), or NULL';
 
+-- An event id as a uuid, or NULL: the usual spellings by a regular expression, the rest
+-- (braces, other dash groupings) by _uuid_or_null(), whose exception block costs a
+-- subtransaction. Inlinable SQL: called per event by the capture and by queue_error().
+CREATE OR REPLACE FUNCTION monitoring._event_uuid(p_value text)
+    RETURNS uuid
+    LANGUAGE sql
+    IMMUTABLE
+    PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN p_value IS NULL THEN NULL
+                WHEN p_value OPERATOR(pg_catalog.~*)
+                     '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN p_value::uuid
+                ELSE monitoring._uuid_or_null(p_value) END
+$$;
+COMMENT ON FUNCTION monitoring._event_uuid(text) IS 'An event id as a uuid (any spelling PostgreSQL reads), or NULL';
+
 -- Turns a JSON array of events, in the Sentry shape or the seeds' flat shape, into
 -- occurrence rows (one query for the whole array; plans kept per session by PL/pgSQL).
 -- p_received_at gives each event's time of arrival (the capture queue's); NULL: now().
@@ -89,10 +105,7 @@ BEGIN
                 THEN x.client_time ELSE x.received_at END,
            x.client_time,
            x.received_at,
-           CASE WHEN x.event_id IS NULL THEN NULL
-                WHEN x.event_id OPERATOR(pg_catalog.~*)
-                     '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN x.event_id::uuid
-                ELSE monitoring._uuid_or_null(x.event_id) END,
+           monitoring._event_uuid(x.event_id),
            COALESCE(NULLIF(x.main OPERATOR(pg_catalog.->>) 'type', ''),
                     NULLIF(a.e OPERATOR(pg_catalog.->>) 'exception_type', ''), 'Error'),
            COALESCE(x.main OPERATOR(pg_catalog.->>) 'value',

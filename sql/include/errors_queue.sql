@@ -24,11 +24,7 @@ BEGIN
     END IF;
     -- The caller gets the event id at once, as Sentry's SDKs do: the client's own (in any
     -- spelling the capture reads as a uuid), or a new one written into the event.
-    IF given_id OPERATOR(pg_catalog.~*) '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-        event_id := given_id::uuid;
-    ELSE
-        event_id := monitoring._uuid_or_null(given_id);   -- braces, other dash groupings
-    END IF;
+    event_id := monitoring._event_uuid(given_id);
     IF event_id IS NULL THEN
         event_id := pg_catalog.gen_random_uuid();
         p_event := p_event OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('event_id', event_id);

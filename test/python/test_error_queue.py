@@ -13,15 +13,7 @@ import pg_observe
 import psycopg
 import pytest
 from pg_observe.worker import NotificationWorker
-
-
-def wait_for(predicate, timeout: float = 10.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
+from test_notifications import wait_for
 
 
 def count(conn: psycopg.Connection, sql: str, params: tuple = ()) -> int:
