@@ -40,7 +40,8 @@ COMMENT ON COLUMN monitoring.cache_entries.updated_at IS 'When the value was las
 -- expire_cache() walks the table once per run instead (docs/cache.md).
 
 -- Hit, miss, set and eviction counts. A backend adds its counts to its own row (so writers
--- never wait for each other), after every 100 calls or 10 seconds (see _cache_note);
+-- never wait for each other), after every 100 single-key events, 10,000 batch events or 10
+-- seconds (see _cache_note);
 -- _fold_cache_counters() folds the rows of ended backends into backend_pid 0.
 CREATE UNLOGGED TABLE monitoring.cache_counters (
     namespace    text COLLATE "C" NOT NULL,
@@ -86,7 +87,7 @@ COMMENT ON VIEW monitoring.cache_stats IS
     'Per namespace: entries (expired ones not yet deleted included), hits, misses, sets, evictions since the cache started, bytes stored';
 COMMENT ON COLUMN monitoring.cache_stats.entries IS 'Rows stored, expired_pending included (one scan of the cache)';
 COMMENT ON COLUMN monitoring.cache_stats.expired_pending IS 'Expired entries that expire_cache() has not deleted yet (never returned)';
-COMMENT ON COLUMN monitoring.cache_stats.hits IS 'Reads that found a live entry (counts of the last < 100 calls or 10 s of each connection are pending)';
+COMMENT ON COLUMN monitoring.cache_stats.hits IS 'Reads that found a live entry (the last < 100 single-key and < 10,000 batch events, or 10 s, of each connection are pending)';
 COMMENT ON COLUMN monitoring.cache_stats.misses IS 'Reads that found no live entry';
 COMMENT ON COLUMN monitoring.cache_stats.sets IS 'Entries written (set, set_many per key, incr, set_if_absent when it wrote)';
 COMMENT ON COLUMN monitoring.cache_stats.evictions IS 'Expired entries deleted by expire_cache()';

@@ -7,6 +7,7 @@
 GRANT EXECUTE ON FUNCTION monitoring.cache_get(text, text),
                           monitoring.cache_get_entry(text, text),
                           monitoring.cache_get_many(text[], text),
+                          monitoring.cache_get_many_packed(text[], text),
                           monitoring.cache_ttl(text, text),
                           monitoring.cache_keys(text, text, integer),
                           monitoring.cache_set(text, jsonb, interval, text),

@@ -71,14 +71,16 @@ $$;
 COMMENT ON FUNCTION monitoring._cache_expires_at(interval) IS
     'Expiry time of a TTL from now; NULL for no TTL; an error for zero or negative';
 
--- Counting without a write per call. A backend keeps the events of one namespace in two
--- session settings: pg_observe.cache_namespace, and pg_observe.cache_pending, the Unix second
--- of its first event (10 digits) followed by one letter per event (h hit, m miss, s set).
--- cache_get, cache_get_entry and cache_set append their letter inline (a few microseconds);
--- _cache_note() adds everything to the backend's own row of cache_counters once 100 events
--- are pending, once the first is 10 seconds old, or when another namespace is counted.
--- Settings follow the transaction: the events of a rolled-back call are not counted. A
--- session can only forge its own counts (a setting that is not well-formed is dropped).
+-- Counting without a write per call. A backend keeps the events of one namespace in session
+-- settings: pg_observe.cache_namespace; pg_observe.cache_pending, the Unix second of its first
+-- event (10 digits) followed by one letter per single-key event (h hit, m miss, s set); and
+-- pg_observe.cache_pending_batch, the hits, misses and sets of batches ("h,m,s"). cache_get,
+-- cache_get_entry and cache_set append their letter inline (a few microseconds); _cache_note()
+-- adds everything to the backend's own row of cache_counters once 100 single events or
+-- 10,000 batch events are pending, once the first is 10 seconds old, or when another
+-- namespace is counted. Settings follow the transaction: the events of a rolled-back call are
+-- not counted. A session can only forge its own counts (a setting that is not well-formed is
+-- dropped).
 
 CREATE OR REPLACE FUNCTION monitoring._cache_note(p_namespace text, p_hits bigint, p_misses bigint, p_sets bigint,
                                                   p_flush boolean DEFAULT false)
@@ -90,26 +92,40 @@ AS $$
 DECLARE
     pending_namespace text := pg_catalog.current_setting('pg_observe.cache_namespace', true);
     pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
+    batch text := pg_catalog.current_setting('pg_observe.cache_pending_batch', true);
+    batch_counts bigint[] := '{0,0,0}';
+    events bigint := p_hits + p_misses + p_sets;
     now_epoch bigint := pg_catalog.date_part('epoch', pg_catalog.now())::bigint;
 BEGIN
     IF pending !~ '^[0-9]{10}[hms]*$' OR pg_catalog.octet_length(pending_namespace) NOT BETWEEN 1 AND 64 THEN
         pending := NULL;   -- not ours, or forged: dropped
+    ELSIF batch ~ '^[0-9]{1,15},[0-9]{1,15},[0-9]{1,15}$' THEN
+        batch_counts := pg_catalog.string_to_array(batch, ',')::bigint[];
     END IF;
-    IF NOT p_flush AND pending_namespace = p_namespace AND pg_catalog.length(pending) + p_hits + p_misses + p_sets < 110
-       AND pg_catalog.left(pending, 10)::bigint >= now_epoch - 10 THEN
-        pending := pg_catalog.set_config('pg_observe.cache_pending',
-                                         pending || pg_catalog.repeat('h', p_hits::integer)
-                                         || pg_catalog.repeat('m', p_misses::integer) || pg_catalog.repeat('s', p_sets::integer),
-                                         false);
-        RETURN true;
-    END IF;
-    IF pg_catalog.current_setting('transaction_read_only') = 'on' THEN
-        -- read-only transactions (and standbys) cannot write: keep counting, up to a bound
-        IF pending_namespace = p_namespace AND pg_catalog.length(pending) + p_hits + p_misses + p_sets < 10000 THEN
+    IF NOT p_flush AND pending_namespace = p_namespace AND pg_catalog.left(pending, 10)::bigint >= now_epoch - 10 THEN
+        IF pg_catalog.length(pending) + events < 110 THEN
             pending := pg_catalog.set_config('pg_observe.cache_pending',
                                              pending || pg_catalog.repeat('h', p_hits::integer)
                                              || pg_catalog.repeat('m', p_misses::integer) || pg_catalog.repeat('s', p_sets::integer),
                                              false);
+            RETURN true;
+        END IF;
+        -- a single event when the letters are full: time to add them
+        IF events > 1 AND batch_counts[1] + batch_counts[2] + batch_counts[3] + events < 10000 THEN
+            batch := pg_catalog.set_config('pg_observe.cache_pending_batch',
+                                           pg_catalog.concat_ws(',', batch_counts[1] + p_hits, batch_counts[2] + p_misses,
+                                                                batch_counts[3] + p_sets),
+                                           false);
+            RETURN true;
+        END IF;
+    END IF;
+    IF pg_catalog.current_setting('transaction_read_only') = 'on' THEN
+        -- read-only transactions (and standbys) cannot write: keep counting, up to a bound
+        IF pending_namespace = p_namespace AND batch_counts[1] + batch_counts[2] + batch_counts[3] + events < 1000000 THEN
+            batch := pg_catalog.set_config('pg_observe.cache_pending_batch',
+                                           pg_catalog.concat_ws(',', batch_counts[1] + p_hits, batch_counts[2] + p_misses,
+                                                                batch_counts[3] + p_sets),
+                                           false);
         END IF;
         RETURN false;
     END IF;
@@ -118,13 +134,13 @@ BEGIN
     INSERT INTO monitoring.cache_counters AS c (namespace, backend_pid, hits, misses, sets)
     SELECT n.namespace, pg_catalog.pg_backend_pid(), pg_catalog.sum(n.hits), pg_catalog.sum(n.misses), pg_catalog.sum(n.sets)
     FROM (SELECT pending_namespace AS namespace,
-                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'h', '')) AS hits,
-                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'm', '')) AS misses,
-                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 's', '')) AS sets
+                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'h', '')) + batch_counts[1] AS hits,
+                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'm', '')) + batch_counts[2] AS misses,
+                 pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 's', '')) + batch_counts[3] AS sets
           WHERE pending IS NOT NULL
           UNION ALL
           SELECT p_namespace, p_hits, p_misses, p_sets
-          WHERE p_hits + p_misses + p_sets >= 100 OR p_namespace = pending_namespace) n
+          WHERE events >= 100 OR p_namespace = pending_namespace) n
     GROUP BY n.namespace
     HAVING pg_catalog.sum(n.hits) + pg_catalog.sum(n.misses) + pg_catalog.sum(n.sets) > 0
     ORDER BY n.namespace
@@ -132,11 +148,12 @@ BEGIN
         SET hits = c.hits + excluded.hits, misses = c.misses + excluded.misses, sets = c.sets + excluded.sets;
     pending := pg_catalog.set_config('pg_observe.cache_pending',
                                      pg_catalog.lpad(now_epoch::text, 10, '0')
-                                     || CASE WHEN p_hits + p_misses + p_sets < 100 AND p_namespace IS DISTINCT FROM pending_namespace
+                                     || CASE WHEN events < 100 AND p_namespace IS DISTINCT FROM pending_namespace
                                              THEN pg_catalog.repeat('h', p_hits::integer) || pg_catalog.repeat('m', p_misses::integer)
                                                   || pg_catalog.repeat('s', p_sets::integer)
                                              ELSE '' END,
                                      false);
+    batch := pg_catalog.set_config('pg_observe.cache_pending_batch', '0,0,0', false);
     IF pending_namespace IS DISTINCT FROM p_namespace THEN
         pending_namespace := pg_catalog.set_config('pg_observe.cache_namespace', p_namespace, false);
     END IF;
@@ -144,7 +161,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION monitoring._cache_note(text, bigint, bigint, bigint, boolean) IS
-    'Counts cache hits, misses and sets in the session; adds them to cache_counters every 100 events or 10 seconds';
+    'Counts cache hits, misses and sets in the session; adds them to cache_counters every 100 single events, 10,000 batch events or 10 seconds';
 
 -- The common case of _cache_note() for one event, as SQL the planner inlines into the read and
 -- write functions (a plpgsql call would cost more than the count): one letter more in the
@@ -169,6 +186,33 @@ AS $$
 $$;
 COMMENT ON FUNCTION monitoring._cache_note_one(text, text) IS
     'Counts one cache event (h, m or s) in the session when _cache_note() has nothing else to do; false when it must be called';
+
+-- The common case of _cache_note() for a batch, inlined likewise: the batch's counts added to
+-- the session's pending batch counts while they are of this namespace, younger than 10 s and
+-- under 10,000 events. False when _cache_note() must be called.
+CREATE OR REPLACE FUNCTION monitoring._cache_note_batch(p_namespace text, p_hits bigint, p_misses bigint, p_sets bigint)
+    RETURNS boolean
+    LANGUAGE sql
+    VOLATILE
+AS $$
+    SELECT CASE
+        WHEN pg_catalog.current_setting('pg_observe.cache_namespace', true) OPERATOR(pg_catalog.=) p_namespace
+         AND pg_catalog.current_setting('pg_observe.cache_pending', true) OPERATOR(pg_catalog.~) '^[0-9]{10}[hms]*$'
+         AND pg_catalog.left(pg_catalog.current_setting('pg_observe.cache_pending', true), 10) COLLATE "C"
+             OPERATOR(pg_catalog.>=) (pg_catalog.date_part('epoch', pg_catalog.now())::bigint OPERATOR(pg_catalog.-) 10)::text
+         AND pg_catalog.current_setting('pg_observe.cache_pending_batch', true) OPERATOR(pg_catalog.~) '^[0-9]{1,4},[0-9]{1,4},[0-9]{1,4}$'
+         AND pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 1)::bigint OPERATOR(pg_catalog.+) pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 2)::bigint OPERATOR(pg_catalog.+) pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 3)::bigint
+             OPERATOR(pg_catalog.+) p_hits OPERATOR(pg_catalog.+) p_misses OPERATOR(pg_catalog.+) p_sets OPERATOR(pg_catalog.<) 10000
+        THEN pg_catalog.set_config('pg_observe.cache_pending_batch',
+                                   pg_catalog.concat_ws(',', pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 1)::bigint OPERATOR(pg_catalog.+) p_hits,
+                                                        pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 2)::bigint OPERATOR(pg_catalog.+) p_misses,
+                                                        pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 3)::bigint OPERATOR(pg_catalog.+) p_sets),
+                                   false) IS NOT NULL
+        ELSE false
+    END
+$$;
+COMMENT ON FUNCTION monitoring._cache_note_batch(text, bigint, bigint, bigint) IS
+    'Counts a batch''s cache events in the session when _cache_note() has nothing else to do; false when it must be called';
 
 CREATE OR REPLACE FUNCTION monitoring.cache_flush_stats()
     RETURNS void
@@ -280,6 +324,48 @@ END
 $$;
 COMMENT ON FUNCTION monitoring.cache_get_many(text[], text) IS
     'The live entries among the keys, in one call (absent and expired keys have no row)';
+
+-- get_many as the Python client reads it: one row, the JSON entries as one JSON object (one
+-- parse on the client instead of one per row, the larger part of a batch read's cost), the
+-- entries of bytes and text as three arrays.
+CREATE OR REPLACE FUNCTION monitoring.cache_get_many_packed(p_keys text[], p_namespace text DEFAULT 'default')
+    RETURNS TABLE (json_values json, other_keys text[], other_values bytea[], other_types text[])
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    found_count integer;
+    wanted integer;
+BEGIN
+    IF p_namespace IS NULL OR pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
+        PERFORM monitoring._cache_check_key('', p_namespace);   -- raises
+    END IF;
+    IF p_keys IS NULL OR pg_catalog.array_position(p_keys, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'cache keys must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT COALESCE(pg_catalog.json_object_agg(e.key, e.value) FILTER (WHERE e.value_type = 'json'), '{}'),
+           COALESCE(pg_catalog.array_agg(e.key) FILTER (WHERE e.value_type <> 'json'), '{}'),
+           COALESCE(pg_catalog.array_agg(e.value_bytes) FILTER (WHERE e.value_type <> 'json'), '{}'),
+           COALESCE(pg_catalog.array_agg(e.value_type) FILTER (WHERE e.value_type <> 'json'), '{}'),
+           pg_catalog.count(*)
+    INTO json_values, other_keys, other_values, other_types, found_count
+    FROM monitoring.cache_entries e
+    WHERE e.namespace = p_namespace AND e.key = ANY (p_keys)
+      AND (e.expires_at IS NULL OR e.expires_at > pg_catalog.clock_timestamp());
+    wanted := pg_catalog.cardinality(p_keys);
+    IF found_count < wanted THEN   -- misses, or a key asked twice: count the keys once
+        SELECT pg_catalog.count(DISTINCT k)::integer INTO wanted FROM pg_catalog.unnest(p_keys) k;
+    END IF;
+    IF NOT monitoring._cache_note_batch(p_namespace, found_count, wanted - found_count, 0) THEN
+        PERFORM monitoring._cache_note(p_namespace, found_count, wanted - found_count, 0);
+    END IF;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION monitoring.cache_get_many_packed(text[], text) IS
+    'cache_get_many in one row: JSON entries as one JSON object of key: value, bytes and text entries as arrays (what the Python client reads)';
 
 -- Redis's TTL in seconds, with its conventions: -2 when absent or expired, -1 without expiry.
 CREATE OR REPLACE FUNCTION monitoring.cache_ttl(p_key text, p_namespace text DEFAULT 'default')
@@ -598,6 +684,8 @@ $$;
 COMMENT ON FUNCTION monitoring.cache_set_many_arrays(text[], jsonb[], interval, text, bytea[], text[]) IS
     'Stores many entries in one call (value i: p_values[i], or p_values_bytes[i] where p_value_types[i] is bytes or text); returns how many keys';
 
+-- The batch write of JSON values, as the Python client sends them: one JSON object of
+-- key: value (one encoding and one parse for the batch, not one per value).
 CREATE OR REPLACE FUNCTION monitoring.cache_set_many(p_entries jsonb, p_ttl interval DEFAULT NULL,
                                                      p_namespace text DEFAULT 'default')
     RETURNS integer
@@ -607,17 +695,35 @@ CREATE OR REPLACE FUNCTION monitoring.cache_set_many(p_entries jsonb, p_ttl inte
     SET search_path = ''
 AS $$
 DECLARE
-    keys text[];
-    vals jsonb[];
+    expires timestamptz := monitoring._cache_expires_at(p_ttl);
+    long_key text;
+    stored integer;
 BEGIN
+    IF p_namespace IS NULL OR pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
+        PERFORM monitoring._cache_check_key('', p_namespace);   -- raises
+    END IF;
     IF pg_catalog.jsonb_typeof(p_entries) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'cache_set_many takes a JSON object of key: value, got %', COALESCE(pg_catalog.jsonb_typeof(p_entries), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT COALESCE(pg_catalog.array_agg(e.key), '{}'), COALESCE(pg_catalog.array_agg(e.value), '{}')
-        INTO keys, vals
-    FROM pg_catalog.jsonb_each(p_entries) e;
-    RETURN monitoring.cache_set_many_arrays(keys, vals, p_ttl, p_namespace);
+    SELECT k INTO long_key FROM pg_catalog.jsonb_object_keys(p_entries) k WHERE pg_catalog.octet_length(k) > 1024 LIMIT 1;
+    IF FOUND THEN
+        PERFORM monitoring._cache_check_key(long_key, p_namespace);   -- raises
+    END IF;
+    -- The members of a JSON object are unique; their values are never SQL NULL (a JSON null
+    -- is stored as the JSON null, as cache_set('k', 'null') does).
+    INSERT INTO monitoring.cache_entries AS e (namespace, key, value, value_bytes, value_type, expires_at, updated_at)
+    SELECT p_namespace, m.key, m.value, NULL, 'json', expires, pg_catalog.clock_timestamp()
+    FROM pg_catalog.jsonb_each(p_entries) m
+    ORDER BY m.key COLLATE "C"   -- lock order: see the top of this file
+    ON CONFLICT (namespace, key) DO UPDATE
+        SET value = excluded.value, value_bytes = NULL, value_type = 'json',
+            expires_at = excluded.expires_at, updated_at = excluded.updated_at;
+    GET DIAGNOSTICS stored = ROW_COUNT;
+    IF NOT monitoring._cache_note_batch(p_namespace, 0, 0, stored) THEN
+        PERFORM monitoring._cache_note(p_namespace, 0, 0, stored);
+    END IF;
+    RETURN stored;
 END
 $$;
 COMMENT ON FUNCTION monitoring.cache_set_many(jsonb, interval, text) IS
@@ -766,22 +872,25 @@ CREATE OR REPLACE FUNCTION monitoring.cache_delete_many(p_keys text[], p_namespa
     VOLATILE
     SECURITY DEFINER
     SET search_path = ''
+    -- the DELETE locks its rows in the order it finds them: in key order through the primary
+    -- key, whatever the table's size (a sequential scan would take them in any order)
+    SET enable_seqscan = off
+    SET enable_bitmapscan = off
 AS $$
 DECLARE
     deleted integer;
 BEGIN
-    PERFORM monitoring._cache_check_key('', p_namespace);
+    IF p_namespace IS NULL OR pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
+        PERFORM monitoring._cache_check_key('', p_namespace);   -- raises
+    END IF;
     IF p_keys IS NULL OR pg_catalog.array_position(p_keys, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'cache keys must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    WITH doomed AS (
-        SELECT e.ctid AS row_id FROM monitoring.cache_entries e
+    -- A scan of the primary key visits the keys of an array in sorted order (the SET clauses
+    -- keep the plan on it): the DELETE locks its rows in key order itself.
+    WITH gone AS (
+        DELETE FROM monitoring.cache_entries e
         WHERE e.namespace = p_namespace AND e.key = ANY (p_keys)
-        ORDER BY e.key
-        FOR UPDATE
-    ), gone AS (
-        DELETE FROM monitoring.cache_entries e USING doomed d
-        WHERE e.ctid = d.row_id
         RETURNING e.expires_at
     )
     SELECT pg_catalog.count(*) FILTER (WHERE g.expires_at IS NULL OR g.expires_at > pg_catalog.clock_timestamp())

@@ -3,7 +3,7 @@
 -- their escaping, bad input, statistics, maintenance and privileges. Concurrency, the client
 -- and crash restarts are in test/python/test_cache.py.
 BEGIN;
-SELECT plan(182);
+SELECT plan(199);
 
 -- ---------------------------------------------------------------- storage
 SELECT has_table('monitoring', 'cache_entries', 'the cache table exists');
@@ -156,6 +156,34 @@ SELECT throws_ok($$SELECT * FROM monitoring.cache_get_many(ARRAY['a', NULL])$$, 
 SELECT is(monitoring.cache_delete_many('{product:1,product:2,nope}'), 2, 'cache_delete_many returns how many were there');
 SELECT is(monitoring.cache_get('product:1'), NULL, 'and they are gone');
 SELECT throws_ok($$SELECT monitoring.cache_delete_many(NULL)$$, '22004', NULL, 'cache_delete_many(NULL) is an error');
+SELECT monitoring.cache_set_many_arrays(ARRAY(SELECT 'many:' || g FROM generate_series(1, 1500) g),
+                                        ARRAY(SELECT to_jsonb(g) FROM generate_series(1, 1500) g));
+SELECT is(monitoring.cache_delete_many(ARRAY(SELECT 'many:' || g FROM generate_series(1, 1600) g)), 1500,
+          'cache_delete_many of 1500 keys, 100 of them absent');
+SELECT is((SELECT count(*)::int FROM monitoring.cache_entries WHERE key LIKE 'many:%'), 0, 'and they are gone');
+
+-- get_many as the client reads it: one row, JSON entries as one object, the others as arrays
+SELECT results_eq($$SELECT json_values::jsonb, other_keys, other_values, other_types
+                    FROM monitoring.cache_get_many_packed('{m:text,m:json,nope,m:bytes,m:json}')$$,
+                  $$VALUES ('{"m:json": {"a": 1}}'::jsonb, '{m:bytes,m:text}'::text[],
+                            ARRAY['\x0001', convert_to('tëxt', 'UTF8')]::bytea[], '{bytes,text}'::text[])$$,
+                  'cache_get_many_packed: JSON entries as one object, bytes and text as arrays, misses left out');
+SELECT results_eq($$SELECT json_values::text, other_keys, other_values, other_types FROM monitoring.cache_get_many_packed('{nope}')$$,
+                  $$VALUES ('{}', '{}'::text[], '{}'::bytea[], '{}'::text[])$$, 'no live key: an empty object and empty arrays');
+SELECT monitoring.cache_set_many_arrays(ARRAY[E'q"uo\\te\n', 'ü:€'], ARRAY['"x"', 'null']::jsonb[]);
+SELECT is((SELECT json_values::jsonb FROM monitoring.cache_get_many_packed(ARRAY[E'q"uo\\te\n', 'ü:€'])),
+          jsonb_build_object(E'q"uo\\te\n', 'x', 'ü:€', NULL), 'keys with quotes, backslashes, newlines and non-ASCII are JSON-escaped');
+SELECT throws_ok($$SELECT * FROM monitoring.cache_get_many_packed(ARRAY['a', NULL])$$, '22004', 'cache keys must not be NULL',
+                 'a NULL key in cache_get_many_packed');
+SELECT throws_ok($$SELECT * FROM monitoring.cache_get_many_packed('{a}', repeat('n', 65))$$, '22023', NULL,
+                 'an oversize namespace in cache_get_many_packed');
+SELECT throws_ok($$SELECT monitoring.cache_set_many(jsonb_build_object('a', 1, repeat('k', 1025), 2))$$, '54000', NULL,
+                 'cache_set_many: an oversize key is an error');
+SELECT is(monitoring.cache_get('a'), NULL, 'and the batch stores nothing');
+SELECT throws_ok($$SELECT monitoring.cache_set_many('{"a": 1}', interval '-1 second')$$, '22023', NULL,
+                 'cache_set_many: a negative TTL is an error');
+SELECT is(monitoring.cache_set_many('{"jn": null}'), 1, 'cache_set_many: a JSON null is a value');
+SELECT is(monitoring.cache_get('jn'), 'null'::jsonb, 'stored as the JSON null');
 
 -- ---------------------------------------------------------------- incr, set_if_absent, expire, delete
 SELECT is(monitoring.cache_incr('counter'), 1::bigint, 'cache_incr on a new key: 1');
@@ -254,6 +282,25 @@ SELECT set_config('pg_observe.cache_pending', '9999999999' || repeat('m', 50) ||
 SELECT monitoring.cache_flush_stats();
 SELECT is((SELECT misses FROM monitoring.cache_stats WHERE namespace = 'stats-2'), 121::bigint,
           'a malformed pending setting is dropped, not counted');
+SELECT monitoring.cache_get_many(ARRAY(SELECT 'bk:' || g FROM generate_series(1, 300) g), 'stats-2');   -- starts the pending list
+SELECT monitoring.cache_flush_stats();
+SELECT * FROM monitoring.cache_get_many_packed(ARRAY(SELECT 'bk:' || g FROM generate_series(1, 300) g), 'stats-2');
+SELECT monitoring.cache_set_many((SELECT jsonb_object_agg('bk:' || g, g) FROM generate_series(1, 200) g), NULL, 'stats-2');
+SELECT * FROM monitoring.cache_get_many(ARRAY(SELECT 'bk:' || g FROM generate_series(1, 250) g), 'stats-2');
+SELECT results_eq($$SELECT hits, misses, sets FROM monitoring.cache_stats WHERE namespace = 'stats-2'$$,
+                  $$VALUES (0::bigint, 421::bigint, 0::bigint)$$, 'batches wait in the session too: no write per batch');
+SELECT is(current_setting('pg_observe.cache_pending_batch'), '200,350,200', 'as hits, misses and sets of batches');
+SELECT monitoring.cache_flush_stats();
+SELECT results_eq($$SELECT hits, misses, sets FROM monitoring.cache_stats WHERE namespace = 'stats-2'$$,
+                  $$VALUES (200::bigint, 771::bigint, 200::bigint)$$, 'cache_flush_stats() adds them');
+SELECT monitoring.cache_get_many(ARRAY(SELECT 'bk:' || g FROM generate_series(1, 10000) g), 'stats-2');
+SELECT results_eq($$SELECT hits, misses FROM monitoring.cache_stats WHERE namespace = 'stats-2'$$,
+                  $$VALUES (400::bigint, 10571::bigint)$$, 'a batch of 10,000 events is added at once');
+SELECT set_config('pg_observe.cache_pending_batch', '5,5,x', false);
+SELECT monitoring.cache_get_many('{bk:1}', 'stats-2');
+SELECT monitoring.cache_flush_stats();
+SELECT is((SELECT hits FROM monitoring.cache_stats WHERE namespace = 'stats-2'), 401::bigint,
+          'a malformed batch setting is dropped, not counted');
 INSERT INTO monitoring.cache_entries (namespace, key, value, expires_at)
 SELECT 'stats', 'old:' || g, '1', clock_timestamp() - interval '1 minute' FROM generate_series(1, 25) g;
 SELECT results_eq($$SELECT entries, expired_pending FROM monitoring.cache_stats WHERE namespace = 'stats'$$,

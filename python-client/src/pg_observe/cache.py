@@ -32,9 +32,13 @@ Ttl = Union[int, float, datetime.timedelta, None]
 
 _GET = "SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry(%s, %s)"
 # Arrays go in binary (%b): psycopg's text format quotes every element in Python, ~40 times slower.
-_GET_MANY = "SELECT key, value, value_bytes, value_type FROM monitoring.cache_get_many(%b::text[], %s)"
+# One row: the JSON entries as one JSON object (one json.loads, not one per entry), the others as arrays.
+_GET_MANY = ("SELECT json_values, other_keys, other_values, other_types"
+             " FROM monitoring.cache_get_many_packed(%b::text[], %s)")
 _SET_JSON = "SELECT monitoring.cache_set(%s, %s::jsonb, %s::interval, %s)"
 _SET_BYTES = "SELECT monitoring.cache_set_bytes(%s, %s::bytea, %s::interval, %s, %s)"
+# JSON values only (the common case): the batch as one JSON object, encoded and parsed once.
+_SET_MANY_JSON = "SELECT monitoring.cache_set_many(%s::jsonb, %s::interval, %s)"
 _SET_MANY = ("SELECT monitoring.cache_set_many_arrays(%b::text[], %b::text[]::jsonb[], %s::interval, %s,"
              " %b::bytea[], %b::text[])")
 _SET_IF_ABSENT = "SELECT monitoring.cache_set_if_absent(%s, %s::jsonb, %s::interval, %s)"
@@ -74,9 +78,13 @@ def _ttl(ttl: Ttl) -> datetime.timedelta | None:
     return delta
 
 
+# NaN and infinities are not JSON: PostgreSQL would refuse them anyway. One encoder: json.dumps
+# with arguments builds a new one at every call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
 def _json(value: Any) -> str:
-    # NaN and infinities are not JSON: PostgreSQL would refuse them anyway
-    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def _encode(value: Any) -> _Encoded:
@@ -104,10 +112,15 @@ def _set_params(key: str, value: Any, ttl: Ttl, namespace: str) -> tuple[str, tu
     return _SET_BYTES, (key, raw, delta, namespace, value_type)
 
 
-def _set_many_params(entries: Mapping[str, Any], ttl: Ttl, namespace: str) -> tuple[Any, ...]:
+def _set_many_params(entries: Mapping[str, Any], ttl: Ttl, namespace: str) -> tuple[str, tuple[Any, ...]]:
+    """The query and parameters of set_many: one JSON object when every value is JSON, else arrays."""
     if not isinstance(entries, Mapping):
         raise TypeError(f"set_many takes a mapping of key: value, not {type(entries).__name__}")
     delta = _ttl(ttl)
+    if not any(isinstance(v, (bytes, bytearray, memoryview)) or (isinstance(v, str) and "\x00" in v)
+               for v in entries.values()):
+        checked = {_key(key): value for key, value in entries.items()}
+        return _SET_MANY_JSON, (_json(checked), delta, namespace)
     keys: list[str] = []
     texts: list[str | None] = []
     raws: list[bytes | None] = []
@@ -118,8 +131,7 @@ def _set_many_params(entries: Mapping[str, Any], ttl: Ttl, namespace: str) -> tu
         texts.append(text)
         raws.append(raw)
         types.append(value_type)
-    any_raw = any(r is not None for r in raws)
-    return (keys, texts, delta, namespace, raws if any_raw else None, types if any_raw else None)
+    return _SET_MANY, (keys, texts, delta, namespace, raws, types)
 
 
 def _set_if_absent_params(key: str, value: Any, ttl: Ttl, namespace: str) -> tuple[Any, ...]:
@@ -135,9 +147,11 @@ def _check_namespace(namespace: object) -> str:
     return _key(namespace)
 
 
-def _found(keys: list[str], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
-    found = {key: value if value_type == "json" else _decode(value, value_bytes, value_type)
-             for key, value, value_bytes, value_type in rows}
+def _found(keys: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
+    json_values, other_keys, other_values, other_types = row
+    found = dict(json_values)
+    for key, raw, value_type in zip(other_keys, other_values, other_types):
+        found[key] = _decode(None, raw, value_type)
     return {k: found[k] for k in keys if k in found}   # in the order asked
 
 
@@ -243,17 +257,17 @@ class PostgresCache:
 
     async def set_many(self, entries: Mapping[str, Any], ttl: Ttl = None) -> int:
         """Stores every key: value of the mapping in one call, with one TTL; how many."""
-        params = _set_many_params(entries, ttl, self.namespace)
-        if not params[0]:
+        if not entries:
+            _set_many_params(entries, ttl, self.namespace)   # the argument errors all the same
             return 0
-        return int(await self._scalar(_SET_MANY, params))
+        return int(await self._scalar(*_set_many_params(entries, ttl, self.namespace)))
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The live keys among ``keys`` and their values, in one call (absent keys are left out)."""
         wanted = _keys(keys)
         if not wanted:
             return {}
-        return _found(wanted, await self._rows(_GET_MANY, (wanted, self.namespace)))
+        return _found(wanted, (await self._rows(_GET_MANY, (wanted, self.namespace)))[0])
 
     async def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
@@ -373,17 +387,17 @@ class SyncPostgresCache:
 
     def set_many(self, entries: Mapping[str, Any], ttl: Ttl = None) -> int:
         """Stores every key: value of the mapping in one call, with one TTL; how many."""
-        params = _set_many_params(entries, ttl, self.namespace)
-        if not params[0]:
+        if not entries:
+            _set_many_params(entries, ttl, self.namespace)   # the argument errors all the same
             return 0
-        return int(self._scalar(_SET_MANY, params))
+        return int(self._scalar(*_set_many_params(entries, ttl, self.namespace)))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The live keys among ``keys`` and their values, in one call (absent keys are left out)."""
         wanted = _keys(keys)
         if not wanted:
             return {}
-        return _found(wanted, self._rows(_GET_MANY, (wanted, self.namespace)))
+        return _found(wanted, self._rows(_GET_MANY, (wanted, self.namespace))[0])
 
     def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
