@@ -102,22 +102,14 @@ BEGIN
     ELSIF batch ~ '^[0-9]{1,15},[0-9]{1,15},[0-9]{1,15}$' THEN
         batch_counts := pg_catalog.string_to_array(batch, ',')::bigint[];
     END IF;
-    IF NOT p_flush AND pending_namespace = p_namespace AND pg_catalog.left(pending, 10)::bigint >= now_epoch - 10 THEN
-        IF pg_catalog.length(pending) + events < 110 THEN
-            pending := pg_catalog.set_config('pg_observe.cache_pending',
-                                             pending || pg_catalog.repeat('h', p_hits::integer)
-                                             || pg_catalog.repeat('m', p_misses::integer) || pg_catalog.repeat('s', p_sets::integer),
-                                             false);
-            RETURN true;
-        END IF;
-        -- a single event when the letters are full: time to add them
-        IF events > 1 AND batch_counts[1] + batch_counts[2] + batch_counts[3] + events < 10000 THEN
-            batch := pg_catalog.set_config('pg_observe.cache_pending_batch',
-                                           pg_catalog.concat_ws(',', batch_counts[1] + p_hits, batch_counts[2] + p_misses,
-                                                                batch_counts[3] + p_sets),
-                                           false);
-            RETURN true;
-        END IF;
+    -- (batches that fit are counted by _cache_note_batch() before they get here)
+    IF NOT p_flush AND pending_namespace = p_namespace AND pg_catalog.length(pending) + events < 110
+       AND pg_catalog.left(pending, 10)::bigint >= now_epoch - 10 THEN
+        pending := pg_catalog.set_config('pg_observe.cache_pending',
+                                         pending || pg_catalog.repeat('h', p_hits::integer)
+                                         || pg_catalog.repeat('m', p_misses::integer) || pg_catalog.repeat('s', p_sets::integer),
+                                         false);
+        RETURN true;
     END IF;
     IF pg_catalog.current_setting('transaction_read_only') = 'on' THEN
         -- read-only transactions (and standbys) cannot write: keep counting, up to a bound
@@ -319,7 +311,9 @@ BEGIN
     IF found_count < wanted THEN   -- misses, or a key asked twice: count the keys once
         SELECT pg_catalog.count(DISTINCT k)::integer INTO wanted FROM pg_catalog.unnest(p_keys) k;
     END IF;
-    PERFORM monitoring._cache_note(p_namespace, found_count, wanted - found_count, 0);
+    IF NOT monitoring._cache_note_batch(p_namespace, found_count, wanted - found_count, 0) THEN
+        PERFORM monitoring._cache_note(p_namespace, found_count, wanted - found_count, 0);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION monitoring.cache_get_many(text[], text) IS
@@ -677,7 +671,9 @@ BEGIN
         SET value = excluded.value, value_bytes = excluded.value_bytes, value_type = excluded.value_type,
             expires_at = excluded.expires_at, updated_at = excluded.updated_at;
     GET DIAGNOSTICS stored = ROW_COUNT;
-    PERFORM monitoring._cache_note(p_namespace, 0, 0, stored);
+    IF NOT monitoring._cache_note_batch(p_namespace, 0, 0, stored) THEN
+        PERFORM monitoring._cache_note(p_namespace, 0, 0, stored);
+    END IF;
     RETURN stored;
 END
 $$;

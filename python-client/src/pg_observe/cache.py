@@ -112,11 +112,14 @@ def _set_params(key: str, value: Any, ttl: Ttl, namespace: str) -> tuple[str, tu
     return _SET_BYTES, (key, raw, delta, namespace, value_type)
 
 
-def _set_many_params(entries: Mapping[str, Any], ttl: Ttl, namespace: str) -> tuple[str, tuple[Any, ...]]:
-    """The query and parameters of set_many: one JSON object when every value is JSON, else arrays."""
+def _set_many_params(entries: Mapping[str, Any], ttl: Ttl, namespace: str) -> tuple[str, tuple[Any, ...]] | None:
+    """The query and parameters of set_many: one JSON object when every value is JSON, else
+    arrays; None for an empty mapping (nothing to call)."""
     if not isinstance(entries, Mapping):
         raise TypeError(f"set_many takes a mapping of key: value, not {type(entries).__name__}")
     delta = _ttl(ttl)
+    if not entries:
+        return None
     if not any(isinstance(v, (bytes, bytearray, memoryview)) or (isinstance(v, str) and "\x00" in v)
                for v in entries.values()):
         checked = {_key(key): value for key, value in entries.items()}
@@ -149,7 +152,7 @@ def _check_namespace(namespace: object) -> str:
 
 def _found(keys: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
     json_values, other_keys, other_values, other_types = row
-    found = dict(json_values)
+    found = json_values   # a new dict from json.loads
     for key, raw, value_type in zip(other_keys, other_values, other_types):
         found[key] = _decode(None, raw, value_type)
     return {k: found[k] for k in keys if k in found}   # in the order asked
@@ -257,10 +260,8 @@ class PostgresCache:
 
     async def set_many(self, entries: Mapping[str, Any], ttl: Ttl = None) -> int:
         """Stores every key: value of the mapping in one call, with one TTL; how many."""
-        if not entries:
-            _set_many_params(entries, ttl, self.namespace)   # the argument errors all the same
-            return 0
-        return int(await self._scalar(*_set_many_params(entries, ttl, self.namespace)))
+        call = _set_many_params(entries, ttl, self.namespace)
+        return int(await self._scalar(*call)) if call else 0
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The live keys among ``keys`` and their values, in one call (absent keys are left out)."""
@@ -387,10 +388,8 @@ class SyncPostgresCache:
 
     def set_many(self, entries: Mapping[str, Any], ttl: Ttl = None) -> int:
         """Stores every key: value of the mapping in one call, with one TTL; how many."""
-        if not entries:
-            _set_many_params(entries, ttl, self.namespace)   # the argument errors all the same
-            return 0
-        return int(self._scalar(*_set_many_params(entries, ttl, self.namespace)))
+        call = _set_many_params(entries, ttl, self.namespace)
+        return int(self._scalar(*call)) if call else 0
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The live keys among ``keys`` and their values, in one call (absent keys are left out)."""
