@@ -1,4 +1,6 @@
 -- A plain INSERT is a capture (included by sql/100_errors.sql and the upgrade scripts).
+-- The row trigger prepares each row; the statement trigger folds the counts of the rows its
+-- fast path took (see _error_occurrence_prepare()).
 -- Rows the capture functions have prepared already carry their error_id and come with
 -- pg_observe.capture_prepared on: the WHEN clause, evaluated without a function call, lets
 -- them through. Any other row, error_id or not, is prepared by the trigger. Anyone may set
@@ -6,12 +8,16 @@
 -- run as (SECURITY DEFINER): a writer who sets it gets the capture all the same (before
 -- 0.8.0 such a row was stored unscrubbed and uncounted).
 DO $$
+DECLARE
+    old_trigger name;
 BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_trigger t
-               WHERE t.tgrelid OPERATOR(pg_catalog.=) 'monitoring.tb_error_occurrence'::pg_catalog.regclass
-                 AND t.tgname OPERATOR(pg_catalog.=) 'error_occurrence_prepare') THEN
-        DROP TRIGGER error_occurrence_prepare ON monitoring.tb_error_occurrence;
-    END IF;
+    FOR old_trigger IN
+        SELECT t.tgname FROM pg_catalog.pg_trigger t
+        WHERE t.tgrelid OPERATOR(pg_catalog.=) 'monitoring.tb_error_occurrence'::pg_catalog.regclass
+          AND t.tgname OPERATOR(pg_catalog.=) ANY ('{error_occurrence_prepare,error_occurrence_fold}')
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON monitoring.tb_error_occurrence', old_trigger);
+    END LOOP;
     EXECUTE pg_catalog.format($trigger$
         CREATE TRIGGER error_occurrence_prepare
             BEFORE INSERT ON monitoring.tb_error_occurrence
@@ -20,5 +26,12 @@ BEGIN
                   OR pg_catalog.current_setting('pg_observe.capture_prepared', true) IS DISTINCT FROM 'on'
                   OR CURRENT_USER OPERATOR(pg_catalog.<>) %L::pg_catalog.name)
             EXECUTE FUNCTION monitoring._error_occurrence_prepare()$trigger$, CURRENT_USER);
+    -- Statement-level: not cloned to the partitions, so it runs once per INSERT or COPY into
+    -- tb_error_occurrence, and only when the row trigger's fast path left deltas to fold.
+    CREATE TRIGGER error_occurrence_fold
+        AFTER INSERT ON monitoring.tb_error_occurrence
+        FOR EACH STATEMENT
+        WHEN (COALESCE(pg_catalog.current_setting('pg_observe.capture_pending', true), '0') OPERATOR(pg_catalog.<>) '0')
+        EXECUTE FUNCTION monitoring._error_occurrence_fold();
 END
 $$;

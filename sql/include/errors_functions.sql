@@ -325,6 +325,71 @@ $$;
 COMMENT ON FUNCTION monitoring._fingerprint_cache_key(monitoring.tb_error_occurrence, boolean) IS
     'Key of an occurrence in error_fingerprint_cache (NULL: not cacheable)';
 
+-- An occurrence within the limits: the type, message and stack cut, at most 100 client
+-- fingerprint parts, a non-object context wrapped, trace and span ids as spans store them
+-- (lower-case hex; what is no id at all is kept as sent, cut to 128 characters: the trace id
+-- is indexed), and no error_id (the capture finds the group). Inlinable SQL: the batch
+-- capture and the plain INSERT's trigger apply the same limits.
+CREATE OR REPLACE FUNCTION monitoring._occurrence_within_limits(p_row monitoring.tb_error_occurrence)
+    RETURNS monitoring.tb_error_occurrence
+    LANGUAGE sql
+    STABLE
+    PARALLEL SAFE
+AS $$
+    SELECT ROW(
+        (p_row).occurrence_id, NULL, (p_row).occurred_at, (p_row).client_timestamp, (p_row).received_at, (p_row).event_id,
+        monitoring._truncate(COALESCE(NULLIF((p_row).exception_type, ''), 'Error'), 512),
+        monitoring._truncate(COALESCE((p_row).message, ''), 8192),
+        monitoring._truncate((p_row).stack_trace, 262144),
+        (p_row).frames, (p_row).exception_chain, (p_row).client_fingerprint[1:100],
+        CASE WHEN (p_row).context IS NULL OR pg_catalog.jsonb_typeof((p_row).context) OPERATOR(pg_catalog.=) 'object'
+             THEN (p_row).context ELSE pg_catalog.jsonb_build_object('value', (p_row).context) END,
+        (p_row).tags, (p_row).user_info, (p_row).request, (p_row).environment, (p_row).release_version, (p_row).service,
+        (p_row).server_name, (p_row).transaction_name, (p_row).logger, (p_row).level,
+        COALESCE(monitoring._otel_trace_id((p_row).trace_id), monitoring._truncate((p_row).trace_id, 128)),
+        COALESCE(monitoring._otel_span_id((p_row).span_id), monitoring._truncate((p_row).span_id, 128))
+    )::monitoring.tb_error_occurrence
+$$;
+COMMENT ON FUNCTION monitoring._occurrence_within_limits(monitoring.tb_error_occurrence) IS
+    'The occurrence with the capture''s limits applied (lengths, fingerprint parts, context shape, trace ids)';
+
+-- The JSON fields of an occurrence as one text, which the scrub test reads. Inlinable SQL.
+CREATE OR REPLACE FUNCTION monitoring._occurrence_objects(p_row monitoring.tb_error_occurrence)
+    RETURNS text
+    LANGUAGE sql
+    STABLE
+    PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.concat_ws(' ', (p_row).context, (p_row).tags, (p_row).user_info, (p_row).request)
+$$;
+COMMENT ON FUNCTION monitoring._occurrence_objects(monitoring.tb_error_occurrence) IS
+    'Context, tags, user and request of an occurrence as one JSON text (for the scrub test)';
+
+-- Whether an occurrence may hold something to scrub: its JSON holds a key word (the same
+-- separator-tolerant pattern the scrubber applies), its text a card-like number, or its
+-- JSON more openers than the scrubber's depth limit. Cheap tests in C that most events
+-- fail; the scrubber (PL/Python) runs only for those that pass. The card test is the
+-- scrubber's own pattern, word boundaries included (a JSON escape such as \n before the
+-- digits counts as one): without them one event in 45 with a UUID request id (a run of
+-- digit groups inside it) went to the scrubber for nothing. Inlinable SQL.
+CREATE OR REPLACE FUNCTION monitoring._occurrence_needs_scrub(p_objects text, p_message text, p_stack_trace text,
+                                                              p_key_pattern text)
+    RETURNS boolean
+    LANGUAGE sql
+    IMMUTABLE
+    PARALLEL SAFE
+AS $$
+    SELECT p_objects OPERATOR(pg_catalog.~*) p_key_pattern
+        OR p_objects OPERATOR(pg_catalog.~) '(?:\y|\\[nrtbf]|\\u[0-9a-f]{4})(?:\d[ -]?){12,18}\d\y'
+        OR p_message OPERATOR(pg_catalog.~) '\y(?:\d[ -]?){12,18}\d\y'
+        OR p_stack_trace OPERATOR(pg_catalog.~) '\y(?:\d[ -]?){12,18}\d\y'
+        -- openers counted by bytes with replace(): translate() costs ten times as much
+        OR pg_catalog.octet_length(p_objects) OPERATOR(pg_catalog.-) pg_catalog.octet_length(
+           pg_catalog.replace(pg_catalog.replace(p_objects, '{', ''), '[', '')) OPERATOR(pg_catalog.>) 64
+$$;
+COMMENT ON FUNCTION monitoring._occurrence_needs_scrub(text, text, text, text) IS
+    'Cheap test: may this occurrence hold a secret, a card number or nesting too deep to scrub';
+
 -- Prepares occurrences for storage, set-based: drops repeated event ids (stored in the last
 -- 30 days, or twice in this batch), applies the limits, scrubs what the cheap test flags,
 -- fingerprints (from the cache, or in full for misses), finds or creates each group, and
@@ -355,50 +420,28 @@ BEGIN
     SELECT pg_catalog.array_agg(k.key_word), pg_catalog.string_agg(k.key_pattern, '|')
     INTO scrub_keys, scrub_pattern FROM monitoring.error_scrub_key k;
 
-    -- Dedupe, limits, scrubbing. The scrubber (PL/Python) runs only for a row whose JSON
-    -- fields hold a key word (the same separator-tolerant test the scrubber applies), whose
-    -- text holds a long run of digits, or whose JSON has more openers than the depth limit:
-    -- cheap tests in C that most events fail.
+    -- Dedupe, limits, scrubbing (the scrubber only for rows its cheap test flags).
     WITH fresh AS (
         INSERT INTO monitoring.error_event_seen (event_id)
         SELECT DISTINCT r.event_id FROM pg_catalog.unnest(p_rows) r WHERE r.event_id IS NOT NULL
         ON CONFLICT DO NOTHING
         RETURNING event_id
     ), limited AS (
-        SELECT DISTINCT ON (COALESCE(r.event_id, r.occurrence_id)) r.ordinality, ROW(
-            r.occurrence_id, NULL, r.occurred_at, r.client_timestamp, r.received_at, r.event_id,
-            monitoring._truncate(COALESCE(NULLIF(r.exception_type, ''), 'Error'), 512),
-            monitoring._truncate(COALESCE(r.message, ''), 8192),
-            monitoring._truncate(r.stack_trace, 262144),
-            r.frames, r.exception_chain, r.client_fingerprint[1:100],
-            CASE WHEN r.context IS NULL OR pg_catalog.jsonb_typeof(r.context) OPERATOR(pg_catalog.=) 'object'
-                 THEN r.context ELSE pg_catalog.jsonb_build_object('value', r.context) END,
-            r.tags, r.user_info, r.request, r.environment, r.release_version, r.service, r.server_name,
-            r.transaction_name, r.logger, r.level,
-            -- ids as spans store them (lower-case hex), so that the joins by trace id match;
-            -- what is no id at all is kept as sent
-            -- (cut to 128 characters: the trace id is indexed)
-            COALESCE(monitoring._otel_trace_id(r.trace_id), monitoring._truncate(r.trace_id, 128)),
-            COALESCE(monitoring._otel_span_id(r.span_id), monitoring._truncate(r.span_id, 128)))::monitoring.tb_error_occurrence AS o
-        FROM pg_catalog.unnest(p_rows) WITH ORDINALITY r
-        WHERE r.event_id IS NULL OR r.event_id IN (SELECT f.event_id FROM fresh f)
-        ORDER BY COALESCE(r.event_id, r.occurrence_id), r.ordinality
+        SELECT DISTINCT ON (COALESCE((p_rows[i]).event_id, (p_rows[i]).occurrence_id)) i AS ordinality,
+               monitoring._occurrence_within_limits(p_rows[i]) AS o
+        FROM pg_catalog.generate_subscripts(p_rows, 1) AS i
+        WHERE (p_rows[i]).event_id IS NULL OR (p_rows[i]).event_id IN (SELECT f.event_id FROM fresh f)
+        ORDER BY COALESCE((p_rows[i]).event_id, (p_rows[i]).occurrence_id), i
     )
     SELECT pg_catalog.array_agg(
-               CASE WHEN d.objects OPERATOR(pg_catalog.~*) scrub_pattern
-                      OR d.objects OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
-                      OR (l.o).message OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
-                      OR (l.o).stack_trace OPERATOR(pg_catalog.~) '\d(?:[ -]?\d){12,18}'
-                      -- openers counted by bytes with replace(): translate() costs ten times as much
-                      OR pg_catalog.octet_length(d.objects) OPERATOR(pg_catalog.-) pg_catalog.octet_length(
-                         pg_catalog.replace(pg_catalog.replace(d.objects, '{', ''), '[', '')) OPERATOR(pg_catalog.>) 64
+               CASE WHEN monitoring._occurrence_needs_scrub(d.objects, (l.o).message, (l.o).stack_trace, scrub_pattern)
                     THEN monitoring._scrub_occurrence(l.o, scrub_keys)
                     ELSE l.o END
                ORDER BY l.ordinality)   -- the batch's order: the first occurrence makes a new group
     INTO kept
     FROM limited l
     CROSS JOIN LATERAL (
-        SELECT pg_catalog.concat_ws(' ', (l.o).context, (l.o).tags, (l.o).user_info, (l.o).request) AS objects
+        SELECT monitoring._occurrence_objects(l.o) AS objects
         OFFSET 0
     ) d;
 
@@ -673,10 +716,17 @@ $$;
 COMMENT ON FUNCTION monitoring._count_error_occurrences(monitoring.tb_error_occurrence[]) IS
     'Counts occurrences, users, environments and releases per group without making writers wait; returns the groups folded now';
 
--- A plain INSERT into tb_error_occurrence is a capture too: this BEFORE ROW trigger prepares
--- and counts the row through the same set-based functions as capture_errors(). The capture
--- functions insert rows they have prepared already, with pg_observe.capture_prepared set,
--- and the trigger's WHEN clause lets those through without a function call.
+-- A plain INSERT (or COPY) into tb_error_occurrence is a capture too, through this BEFORE
+-- ROW trigger. The capture functions insert rows they have prepared already, with
+-- pg_observe.capture_prepared set, and the trigger's WHEN clause lets those through without
+-- a call.
+--
+-- Most rows take the fast path: a stack seen before (its fingerprint in the cache) of a group
+-- that is unresolved. Such a row costs a lookup and three small inserts: its event id, its
+-- user, and its counter delta in error_group_pending, which the statement's AFTER trigger
+-- folds once for all its rows. Any other row (a new stack or group, a resolved or ignored
+-- group, a client fingerprint, a chain, rules that read the message) goes through the same
+-- set-based functions as capture_errors(), one row at a time: about 3 ms a row.
 CREATE OR REPLACE FUNCTION monitoring._error_occurrence_prepare()
     RETURNS trigger
     LANGUAGE plpgsql
@@ -686,10 +736,82 @@ CREATE OR REPLACE FUNCTION monitoring._error_occurrence_prepare()
 AS $$
 DECLARE
     prepared monitoring.tb_error_occurrence;
+    cache_key uuid;
+    known record;
+    fast boolean;
+    objects text;
+    unfolded integer;
+    fast_rows_before text;
 BEGIN
     NEW.received_at := pg_catalog.now();   -- the database's clock, whatever the INSERT said
     -- The trigger runs on the partition: its row type is the partition's, hence ROW(NEW.*).
+    prepared := monitoring._occurrence_within_limits(ROW(NEW.*)::monitoring.tb_error_occurrence);
+
+    cache_key := monitoring._fingerprint_cache_key(prepared, true);
+    SELECT g.error_id, c.result OPERATOR(pg_catalog.->) 'frames' AS parsed_frames,
+           (SELECT pg_catalog.string_agg(k.key_pattern, '|') FROM monitoring.error_scrub_key k) AS scrub_pattern,
+           EXISTS (SELECT FROM monitoring.tb_error_notification_config n WHERE n.enabled) AS has_rules
+    INTO known
+    FROM monitoring.error_fingerprint_cache c
+    JOIN monitoring.tb_error_log g ON g.error_fingerprint OPERATOR(pg_catalog.=) (c.result OPERATOR(pg_catalog.->>) 'fingerprint')
+    WHERE c.input_key OPERATOR(pg_catalog.=) cache_key
+      AND g.status OPERATOR(pg_catalog.=) 'unresolved'
+      AND NOT EXISTS (   -- the cache is used only while no rule reads more than the stack
+          SELECT FROM monitoring.error_fingerprint_rule r
+          WHERE r.enabled AND (r.match_message IS NOT NULL OR r.match_environment IS NOT NULL OR r.match_tags IS NOT NULL));
+    fast := FOUND;
+    -- A variable, not an argument: the test reads it four times, and an argument that costly
+    -- would keep the planner from inlining the test (15 µs a row).
+    objects := monitoring._occurrence_objects(prepared);
+    IF fast AND monitoring._occurrence_needs_scrub(objects, prepared.message, prepared.stack_trace, known.scrub_pattern) THEN
+        prepared := monitoring._scrub_occurrence(prepared, ARRAY(SELECT k.key_word FROM monitoring.error_scrub_key k));
+        -- the key reads the stack trace when the event has no frames: scrubbed, it may differ
+        fast := monitoring._fingerprint_cache_key(prepared, true) OPERATOR(pg_catalog.=) cache_key;
+    END IF;
+
+    IF fast THEN
+        prepared.error_id := known.error_id;
+        IF prepared.frames IS NULL AND pg_catalog.jsonb_array_length(known.parsed_frames) OPERATOR(pg_catalog.>) 0 THEN
+            prepared.frames := known.parsed_frames;   -- parsed from the raw stack trace
+        END IF;
+        IF prepared.event_id IS NOT NULL THEN
+            INSERT INTO monitoring.error_event_seen (event_id) VALUES (prepared.event_id) ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN NULL;   -- already stored: a retry of the same event
+            END IF;
+        END IF;
+        INSERT INTO monitoring.error_group_user (error_id, user_key)
+        SELECT prepared.error_id, u.user_key
+        FROM (SELECT monitoring._user_key(prepared.user_info, prepared.context) AS user_key) u
+        WHERE u.user_key IS NOT NULL
+        ON CONFLICT DO NOTHING;
+        INSERT INTO monitoring.error_group_pending
+            (error_id, occurrences, new_users, first_seen, last_seen, environment, environments, services, release_version)
+        VALUES (prepared.error_id, 1, CASE WHEN FOUND THEN 1 ELSE 0 END, prepared.occurred_at, prepared.occurred_at,
+                prepared.environment, ARRAY[prepared.environment],
+                CASE WHEN prepared.service IS NULL THEN '{}' ELSE ARRAY[prepared.service] END, prepared.release_version);
+        -- The AFTER trigger folds the deltas. With notification rules, which add up a group's
+        -- deltas for every row, a long statement folds every 1,000 rows too: the sums stay
+        -- short. (Without rules that would only cost: a fold updates every group it touches.)
+        unfolded := CASE WHEN pg_catalog.current_setting('pg_observe.capture_pending', true) OPERATOR(pg_catalog.~) '^[0-9]{1,6}$'
+                         THEN pg_catalog.current_setting('pg_observe.capture_pending', true)::integer ELSE 0 END OPERATOR(pg_catalog.+) 1;
+        IF known.has_rules THEN
+            IF unfolded OPERATOR(pg_catalog.>=) 1000 THEN
+                PERFORM monitoring._fold_error_counters(ARRAY(SELECT DISTINCT p.error_id FROM monitoring.error_group_pending p));
+                unfolded := 0;
+            END IF;
+            PERFORM monitoring._queue_error_notifications(ARRAY[prepared], false);
+        END IF;
+        PERFORM pg_catalog.set_config('pg_observe.capture_pending', unfolded::text, true);
+        RETURN prepared;
+    END IF;
+
+    -- The set-based path inserts nothing here, but its INSERT statement fires the statement
+    -- trigger: the setting is off meanwhile, lest each such row fold every pending delta.
+    fast_rows_before := pg_catalog.current_setting('pg_observe.capture_pending', true);
+    PERFORM pg_catalog.set_config('pg_observe.capture_pending', '0', true);
     SELECT p.* INTO prepared FROM monitoring._prepare_error_occurrences(ARRAY[ROW(NEW.*)::monitoring.tb_error_occurrence]) p;
+    PERFORM pg_catalog.set_config('pg_observe.capture_pending', fast_rows_before, true);
     IF NOT FOUND THEN
         RETURN NULL;   -- already stored: a retry of the same event
     END IF;
@@ -700,6 +822,27 @@ END
 $$;
 COMMENT ON FUNCTION monitoring._error_occurrence_prepare() IS
     'Trigger: a plain INSERT is captured like capture_error() (dedupe, limits, scrubbing, fingerprint, group, counters)';
+
+-- AFTER STATEMENT on tb_error_occurrence, when the row trigger's fast path left counter
+-- deltas: folds them (and any other pending ones) once per statement, not once per row.
+-- A row inserted into a partition directly has no statement trigger of the parent: its delta
+-- waits for the next capture of its group or run_maintenance(); the views add pending deltas
+-- to the counts meanwhile.
+CREATE OR REPLACE FUNCTION monitoring._error_occurrence_fold()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('pg_observe.capture_pending', '0', true);
+    PERFORM monitoring._fold_error_counters(ARRAY(SELECT DISTINCT p.error_id FROM monitoring.error_group_pending p));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION monitoring._error_occurrence_fold() IS
+    'Trigger: folds the counter deltas a plain INSERT''s rows left in error_group_pending, once per statement';
 
 CREATE OR REPLACE FUNCTION monitoring._fold_all_error_counters()
     RETURNS text

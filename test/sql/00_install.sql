@@ -21,13 +21,17 @@ SELECT is(
        AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')),
     -- These pass the caller's search_path to pg_partman, which restores it session-wide;
     -- dispatch_notifications and drain_error_queue are procedures that commit, which a SET clause forbids;
-    -- the _cache_note_batch, _cache_note_one, _event_uuid, _fingerprint_cache_key, _otel_*, _span_fields, _span_rows, _truncate and _user_key helpers are SQL the
+    -- the _cache_note_batch, _cache_note_one, _event_uuid, _fingerprint_cache_key, _occurrence_*, _otel_*, _span_fields,
+    -- _span_rows, _truncate and _user_key helpers are SQL the
     -- planner inlines into the capture's queries, which a SET clause would prevent (every
     -- name in them is schema-qualified).
     ARRAY['monitoring._cache_note_batch(text,bigint,bigint,bigint)', 'monitoring._cache_note_one(text,text)',
           'monitoring._create_time_series(regclass,text,interval,interval,integer,text)',
           'monitoring._event_uuid(text)',
           'monitoring._fingerprint_cache_key(monitoring.tb_error_occurrence,boolean)',
+          'monitoring._occurrence_needs_scrub(text,text,text,text)',
+          'monitoring._occurrence_objects(monitoring.tb_error_occurrence)',
+          'monitoring._occurrence_within_limits(monitoring.tb_error_occurrence)',
           'monitoring._otel_span_id(text)', 'monitoring._otel_time(text,text)', 'monitoring._otel_trace_id(text)',
           'monitoring._span_fields(jsonb)', 'monitoring._span_rows(jsonb,timestamp with time zone,timestamp with time zone)',
           'monitoring._truncate(text,integer)', 'monitoring._user_key(jsonb,jsonb)',

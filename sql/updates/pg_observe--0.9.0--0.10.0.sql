@@ -1,0 +1,21 @@
+-- 0.9.0 -> 0.10.0: the plain INSERT (and COPY) into tb_error_occurrence gets a fast path for
+-- rows of a known stack and an unresolved group, its counts folded once per statement.
+-- Changed functions come from the same files as a fresh install; make test compares an
+-- upgraded database with a fresh one.
+
+-- _occurrence_within_limits(), _occurrence_objects() and _occurrence_needs_scrub() are new
+-- (the limits and the scrub test, shared by the batch capture and the trigger);
+-- _error_occurrence_prepare() has the fast path; _error_occurrence_fold() is new.
+-- @include sql/include/errors_functions.sql
+-- The statement trigger error_occurrence_fold is new.
+-- @include sql/include/errors_capture_trigger.sql
+
+-- @include sql/900_privileges.sql
+-- @include sql/910_privileges_errors.sql
+-- @include sql/920_privileges_notifications.sql
+-- @include sql/930_privileges_telemetry.sql
+-- @include sql/940_privileges_operations.sql
+-- @include sql/941_privileges_prometheus.sql
+-- @include sql/942_privileges_dashboards.sql
+-- @include sql/950_privileges_cache.sql
+-- @include sql/990_reset_search_path.sql
