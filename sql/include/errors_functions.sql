@@ -596,7 +596,9 @@ COMMENT ON FUNCTION monitoring._prepare_error_occurrences(monitoring.tb_error_oc
 -- Folds counter deltas into tb_error_log, set-based: the fresh deltas of a capture
 -- (p_fresh) and those pending for these groups. It locks the groups' rows first, skipping
 -- those another transaction holds: their fresh deltas are written to error_group_pending and
--- wait for the next fold. So no two transactions fold one group and no writer waits.
+-- wait for the next fold. So no two transactions fold one group and no writer waits. The lock
+-- is FOR NO KEY UPDATE, as the UPDATE's own: the KEY SHARE locks that writers' foreign keys
+-- (users, deltas) hold on the group until they commit do not make the fold skip it.
 -- Returns how many groups were folded.
 CREATE OR REPLACE FUNCTION monitoring._fold_error_counters(
     p_error_ids uuid[], p_fresh monitoring.error_group_pending[] DEFAULT '{}')
@@ -615,7 +617,7 @@ BEGIN
         SELECT g.error_id FROM monitoring.tb_error_log g
         WHERE g.error_id OPERATOR(pg_catalog.=) ANY (p_error_ids)
         ORDER BY g.error_id
-        FOR UPDATE SKIP LOCKED);
+        FOR NO KEY UPDATE SKIP LOCKED);
     INSERT INTO monitoring.error_group_pending
     SELECT f.* FROM pg_catalog.unnest(p_fresh) f WHERE f.error_id OPERATOR(pg_catalog.<>) ALL (free);
 

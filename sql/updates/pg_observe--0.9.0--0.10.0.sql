@@ -5,7 +5,9 @@
 
 -- _occurrence_within_limits(), _occurrence_objects() and _occurrence_needs_scrub() are new
 -- (the limits and the scrub test, shared by the batch capture and the trigger);
--- _error_occurrence_prepare() has the fast path; _error_occurrence_fold() is new.
+-- _error_occurrence_prepare() has the fast path; _error_occurrence_fold() is new;
+-- _fold_error_counters() locks groups FOR NO KEY UPDATE (writers' foreign-key locks no longer
+-- make it skip them).
 -- @include sql/include/errors_functions.sql
 -- The statement trigger error_occurrence_fold is new.
 -- @include sql/include/errors_capture_trigger.sql

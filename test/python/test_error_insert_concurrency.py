@@ -1,0 +1,76 @@
+"""Plain INSERTs into tb_error_occurrence from several connections at once (the row trigger's
+fast path, the statement trigger's fold), and folds that other writers' foreign-key locks do
+not hold up. Needs commits and several connections: pgTAP cannot do it."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+
+FRAMES = ('[{"filename": "orders.py", "module": "app.orders", "function": "load", "lineno": 10, "in_app": true},'
+          ' {"filename": "orders.py", "module": "app.orders", "function": "save", "lineno": 20, "in_app": true}]')
+INSERT = ("INSERT INTO monitoring.tb_error_occurrence (exception_type, message, frames, user_info, environment)"
+          " SELECT 'Concurrent', 'order ' || n, %s::jsonb, jsonb_build_object('id', 'u' || (n %% 7)), 'production'"
+          " FROM generate_series(1, %s) n")
+
+
+def count(conn: psycopg.Connection, sql: str, params: tuple = ()) -> int:
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+def test_writers_on_one_fingerprint_count_every_row(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(INSERT, (FRAMES, 1))   # the group and the fingerprint cache: later rows take the fast path
+    errors: list[BaseException] = []
+
+    def single_rows() -> None:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                for _ in range(60):
+                    c.execute(INSERT, (FRAMES, 1))
+        except BaseException as exc:   # reported by the assertion below
+            errors.append(exc)
+
+    def one_statement() -> None:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                c.execute(INSERT, (FRAMES, 700))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=single_rows) for _ in range(4)] + [threading.Thread(target=one_statement)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    total = 1 + 4 * 60 + 700
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        stored = "SELECT count(*) FROM monitoring.tb_error_occurrence WHERE exception_type = 'Concurrent'"
+        assert count(conn, stored) == total
+        # exact at once through the view (it adds deltas still pending), and in the table after a fold
+        in_view = "SELECT occurrence_count FROM monitoring.error_groups WHERE error_type = 'Concurrent'"
+        assert count(conn, in_view) == total
+        conn.execute("SELECT monitoring._fold_all_error_counters()")
+        assert count(conn, "SELECT count(*) FROM monitoring.error_group_pending") == 0
+        counts = "SELECT occurrence_count, affected_users FROM monitoring.tb_error_log WHERE error_type = 'Concurrent'"
+        assert conn.execute(counts).fetchone() == (total, 7)
+
+
+def test_a_writers_foreign_key_lock_does_not_stop_the_fold(dsn: str) -> None:
+    """Inserting a group's users or deltas takes a KEY SHARE lock on the group's row until
+    commit (the foreign key's check). The fold locks FOR NO KEY UPDATE, which that lock does
+    not conflict with: another capture of the group folds its counts at once."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(INSERT, (FRAMES, 1))
+        group = "SELECT error_id FROM monitoring.tb_error_log WHERE error_type = 'Concurrent'"
+        error_id = conn.execute(group).fetchone()[0]
+        with psycopg.connect(dsn) as holder:   # a transaction left open, as a long COPY's is
+            holder.execute("INSERT INTO monitoring.error_group_user (error_id, user_key) VALUES (%s, 'holder')",
+                           (error_id,))
+            conn.execute(INSERT, (FRAMES, 3))
+            assert count(conn, "SELECT count(*) FROM monitoring.error_group_pending") == 0
+            assert count(conn, "SELECT occurrence_count FROM monitoring.tb_error_log WHERE error_id = %s",
+                         (error_id,)) == 4
+            holder.rollback()
