@@ -743,6 +743,7 @@ DECLARE
     fast boolean;
     objects text;
     unfolded integer;
+    new_setting text;
     fast_rows_before text;
 BEGIN
     NEW.received_at := pg_catalog.now();   -- the database's clock, whatever the INSERT said
@@ -799,12 +800,13 @@ BEGIN
                          THEN pg_catalog.current_setting('pg_observe.capture_pending', true)::integer ELSE 0 END OPERATOR(pg_catalog.+) 1;
         IF known.has_rules THEN
             IF unfolded OPERATOR(pg_catalog.>=) 1000 THEN
-                PERFORM monitoring._fold_error_counters(ARRAY(SELECT DISTINCT p.error_id FROM monitoring.error_group_pending p));
+                PERFORM monitoring._fold_all_error_counters();
                 unfolded := 0;
             END IF;
             PERFORM monitoring._queue_error_notifications(ARRAY[prepared], false);
         END IF;
-        PERFORM pg_catalog.set_config('pg_observe.capture_pending', unfolded::text, true);
+        -- an assignment, not PERFORM: evaluated as a simple expression, without an executor
+        new_setting := pg_catalog.set_config('pg_observe.capture_pending', unfolded::text, true);
         RETURN prepared;
     END IF;
 
@@ -839,7 +841,7 @@ CREATE OR REPLACE FUNCTION monitoring._error_occurrence_fold()
 AS $$
 BEGIN
     PERFORM pg_catalog.set_config('pg_observe.capture_pending', '0', true);
-    PERFORM monitoring._fold_error_counters(ARRAY(SELECT DISTINCT p.error_id FROM monitoring.error_group_pending p));
+    PERFORM monitoring._fold_all_error_counters();
     RETURN NULL;
 END
 $$;
