@@ -25,7 +25,11 @@ BEGIN
             WHEN (NEW.error_id IS NULL
                   OR pg_catalog.current_setting('pg_observe.capture_prepared', true) IS DISTINCT FROM 'on'
                   OR CURRENT_USER OPERATOR(pg_catalog.<>) %L::pg_catalog.name)
-            EXECUTE FUNCTION monitoring._error_occurrence_prepare()$trigger$, CURRENT_USER);
+            EXECUTE FUNCTION monitoring._error_occurrence_prepare()$trigger$,
+        -- the role the capture functions run as: their owner, which an upgrade run by another
+        -- role keeps (CREATE OR REPLACE does not change owners), not the upgrader
+        (SELECT r.rolname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner
+         WHERE p.oid OPERATOR(pg_catalog.=) 'monitoring.capture_errors(jsonb)'::pg_catalog.regprocedure));
     -- Statement-level: not cloned to the partitions, so it runs once per INSERT or COPY into
     -- tb_error_occurrence, and only when the row trigger's fast path left deltas to fold.
     CREATE TRIGGER error_occurrence_fold

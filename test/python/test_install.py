@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import psycopg
@@ -75,3 +76,30 @@ def test_create_extension_keeps_the_session_search_path(scratch_db: str) -> None
     with psycopg.connect(scratch_db, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION pg_observe CASCADE")
         assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+
+
+def test_an_upgrade_by_another_superuser_keeps_the_capture_whole(scratch_db: str, admin_dsn: str) -> None:
+    """The row trigger lets the capture functions' prepared rows through by the role they run
+    as: their owner. An upgrade run by another superuser must not write its own name there,
+    or every captured row would be prepared twice (a known event id then dropped)."""
+    role = f"observe_upgrader_{os.getpid()}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" SUPERUSER')
+    try:
+        with psycopg.connect(scratch_db, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_observe VERSION '0.9.0' CASCADE")
+            conn.execute(f'SET ROLE "{role}"')
+            conn.execute("ALTER EXTENSION pg_observe UPDATE")
+            conn.execute("RESET ROLE")
+            stored = conn.execute("SELECT monitoring.capture_errors(%s::jsonb)", (
+                '[{"exception_type": "Upgraded", "message": "m", "event_id": "00000000-0000-4000-8000-0000000000aa"}]',
+            )).fetchone()[0]
+            assert stored == 1
+            assert conn.execute("SELECT count(*), min(g.occurrence_count) FROM monitoring.tb_error_occurrence o"
+                                " JOIN monitoring.error_groups g ON g.error_id = o.error_id"
+                                " WHERE o.exception_type = 'Upgraded'").fetchone() == (1, 1)
+    finally:
+        with psycopg.connect(scratch_db, autocommit=True) as conn:   # what the upgrade created is the role's
+            conn.execute(f'REASSIGN OWNED BY "{role}" TO postgres')
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{role}"')
