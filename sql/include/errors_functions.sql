@@ -369,9 +369,11 @@ COMMENT ON FUNCTION monitoring._occurrence_objects(monitoring.tb_error_occurrenc
 -- separator-tolerant pattern the scrubber applies), its text a card-like number, or its
 -- JSON more openers than the scrubber's depth limit. Cheap tests in C that most events
 -- fail; the scrubber (PL/Python) runs only for those that pass. The card test is the
--- scrubber's own pattern, word boundaries included (a JSON escape such as \n before the
--- digits counts as one): without them one event in 45 with a UUID request id (a run of
--- digit groups inside it) went to the scrubber for nothing. Inlinable SQL.
+-- scrubber's own pattern with its word boundaries, loosened so as to flag all it would: any
+-- character but an ASCII letter, digit or underscore bounds a word (PostgreSQL's \y would
+-- take some non-ASCII marks for word characters, Python's \b does not), and so does a JSON
+-- escape such as \n. Without boundaries one event in 45 with a UUID request id (digit groups
+-- that run together) went to the scrubber for nothing. Inlinable SQL.
 CREATE OR REPLACE FUNCTION monitoring._occurrence_needs_scrub(p_objects text, p_message text, p_stack_trace text,
                                                               p_key_pattern text)
     RETURNS boolean
@@ -380,9 +382,9 @@ CREATE OR REPLACE FUNCTION monitoring._occurrence_needs_scrub(p_objects text, p_
     PARALLEL SAFE
 AS $$
     SELECT p_objects OPERATOR(pg_catalog.~*) p_key_pattern
-        OR p_objects OPERATOR(pg_catalog.~) '(?:\y|\\[nrtbf]|\\u[0-9a-f]{4})(?:\d[ -]?){12,18}\d\y'
-        OR p_message OPERATOR(pg_catalog.~) '\y(?:\d[ -]?){12,18}\d\y'
-        OR p_stack_trace OPERATOR(pg_catalog.~) '\y(?:\d[ -]?){12,18}\d\y'
+        OR p_objects OPERATOR(pg_catalog.~) '(?:^|[^0-9A-Za-z_]|\\[nrtbf]|\\u[0-9a-f]{4})(?:\d[ -]?){12,18}\d(?:$|[^0-9A-Za-z_])'
+        OR p_message OPERATOR(pg_catalog.~) '(?:^|[^0-9A-Za-z_])(?:\d[ -]?){12,18}\d(?:$|[^0-9A-Za-z_])'
+        OR p_stack_trace OPERATOR(pg_catalog.~) '(?:^|[^0-9A-Za-z_])(?:\d[ -]?){12,18}\d(?:$|[^0-9A-Za-z_])'
         -- openers counted by bytes with replace(): translate() costs ten times as much
         OR pg_catalog.octet_length(p_objects) OPERATOR(pg_catalog.-) pg_catalog.octet_length(
            pg_catalog.replace(pg_catalog.replace(p_objects, '{', ''), '[', '')) OPERATOR(pg_catalog.>) 64
@@ -800,7 +802,7 @@ BEGIN
                          THEN pg_catalog.current_setting('pg_observe.capture_pending', true)::integer ELSE 0 END OPERATOR(pg_catalog.+) 1;
         IF known.has_rules THEN
             IF unfolded OPERATOR(pg_catalog.>=) 1000 THEN
-                PERFORM monitoring._fold_all_error_counters();
+                PERFORM monitoring._fold_own_error_counters();
                 unfolded := 0;
             END IF;
             PERFORM monitoring._queue_error_notifications(ARRAY[prepared], false);
@@ -815,7 +817,7 @@ BEGIN
     fast_rows_before := pg_catalog.current_setting('pg_observe.capture_pending', true);
     PERFORM pg_catalog.set_config('pg_observe.capture_pending', '0', true);
     SELECT p.* INTO prepared FROM monitoring._prepare_error_occurrences(ARRAY[ROW(NEW.*)::monitoring.tb_error_occurrence]) p;
-    PERFORM pg_catalog.set_config('pg_observe.capture_pending', fast_rows_before, true);
+    PERFORM pg_catalog.set_config('pg_observe.capture_pending', COALESCE(fast_rows_before, '0'), true);
     IF NOT FOUND THEN
         RETURN NULL;   -- already stored: a retry of the same event
     END IF;
@@ -828,7 +830,7 @@ COMMENT ON FUNCTION monitoring._error_occurrence_prepare() IS
     'Trigger: a plain INSERT is captured like capture_error() (dedupe, limits, scrubbing, fingerprint, group, counters)';
 
 -- AFTER STATEMENT on tb_error_occurrence, when the row trigger's fast path left counter
--- deltas: folds them (and any other pending ones) once per statement, not once per row.
+-- deltas: folds them once per statement, not once per row.
 -- A row inserted into a partition directly has no statement trigger of the parent: its delta
 -- waits for the next capture of its group or run_maintenance(); the views add pending deltas
 -- to the counts meanwhile.
@@ -841,12 +843,31 @@ CREATE OR REPLACE FUNCTION monitoring._error_occurrence_fold()
 AS $$
 BEGIN
     PERFORM pg_catalog.set_config('pg_observe.capture_pending', '0', true);
-    PERFORM monitoring._fold_all_error_counters();
+    PERFORM monitoring._fold_own_error_counters();
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION monitoring._error_occurrence_fold() IS
     'Trigger: folds the counter deltas a plain INSERT''s rows left in error_group_pending, once per statement';
+
+-- Folds the groups this transaction left deltas for (the plain INSERT's fast path), not every
+-- group with a delta pending: the fold keeps its groups locked until commit, and other
+-- sessions' groups are theirs or maintenance's to fold. Deltas written in a subtransaction
+-- (a savepoint) carry its xid and wait for the next fold of their group or run_maintenance().
+CREATE OR REPLACE FUNCTION monitoring._fold_own_error_counters()
+    RETURNS integer
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+BEGIN
+    RETURN monitoring._fold_error_counters(ARRAY(
+        SELECT DISTINCT p.error_id FROM monitoring.error_group_pending p
+        WHERE p.xmin OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id()::xid));
+END
+$$;
+COMMENT ON FUNCTION monitoring._fold_own_error_counters() IS
+    'Folds the counter deltas this transaction wrote to error_group_pending; returns the groups folded';
 
 CREATE OR REPLACE FUNCTION monitoring._fold_all_error_counters()
     RETURNS text

@@ -34,6 +34,10 @@ BEGIN
                 INTO STRICT default_has_rows;
             EXIT WHEN NOT default_has_rows;
             PERFORM pg_catalog.set_config('search_path', p_caller_search_path, true);
+            -- The rows moved are stored already: pg_partman moves them with INSERT, which the
+            -- error capture's row trigger must let through as prepared, or it would drop them as
+            -- repeated event ids (deleted from the default, inserted nowhere) or count them twice.
+            PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'on', true);
             -- pg_partman copies every column; generated ones must be left to be computed.
             EXECUTE pg_catalog.format(
                 'SELECT %I.partition_data_time(p_parent_table => $1, p_batch_count => 100, p_analyze => false,'
@@ -43,6 +47,7 @@ BEGIN
                       (SELECT pg_catalog.array_agg(a.attname::text) FROM pg_catalog.pg_attribute a
                        WHERE a.attrelid OPERATOR(pg_catalog.=) cfg.parent_table::regclass
                          AND a.attgenerated OPERATOR(pg_catalog.<>) '' AND NOT a.attisdropped);
+            PERFORM pg_catalog.set_config('pg_observe.capture_prepared', 'off', true);
             EXIT WHEN batch OPERATOR(pg_catalog.=) 0;
             moved := moved OPERATOR(pg_catalog.+) batch;
         END LOOP;

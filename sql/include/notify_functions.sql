@@ -120,7 +120,9 @@ BEGIN
          AND (c.environment IS NULL OR cardinality(c.environment) = 0 OR b.environment = ANY (c.environment))
         ORDER BY c.config_id, b.error_id, b.occurred_at DESC
     ), counted AS (
-        SELECT m.*, g.error_fingerprint, g.error_type, g.error_message, g.title, g.culprit, g.affected_users,
+        SELECT m.*, g.error_fingerprint, g.error_type, g.error_message, g.title, g.culprit,
+               g.affected_users + COALESCE((SELECT sum(p.new_users) FROM monitoring.error_group_pending p
+                                            WHERE p.error_id = m.error_id), 0) AS affected_users,
                g.first_seen, g.last_seen, g.stack_trace, g.status, g.release_version AS group_release,
                g.regressed_at, g.regressed_at = now() AND g.status = 'unresolved' AS regressed_now,
                g.occurrence_count + COALESCE((SELECT sum(p.occurrences) FROM monitoring.error_group_pending p

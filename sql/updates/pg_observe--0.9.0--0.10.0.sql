@@ -9,8 +9,14 @@
 -- _fold_error_counters() locks groups FOR NO KEY UPDATE (writers' foreign-key locks no longer
 -- make it skip them).
 -- @include sql/include/errors_functions.sql
--- The statement trigger error_occurrence_fold is new.
+-- _fold_own_error_counters() is new.
+-- The statement trigger error_occurrence_fold is new; the row trigger's WHEN clause names the
+-- capture functions' owner (not the role running the script).
 -- @include sql/include/errors_capture_trigger.sql
+-- _queue_error_notifications(): affected_users in the payload counts pending deltas.
+-- @include sql/include/notify_functions.sql
+-- _run_maintenance(): rows moved out of a default partition pass the capture trigger as stored.
+-- @include sql/include/maintenance_run.sql
 
 -- @include sql/900_privileges.sql
 -- @include sql/910_privileges_errors.sql

@@ -74,3 +74,29 @@ def test_a_writers_foreign_key_lock_does_not_stop_the_fold(dsn: str) -> None:
             assert count(conn, "SELECT occurrence_count FROM monitoring.tb_error_log WHERE error_id = %s",
                          (error_id,)) == 4
             holder.rollback()
+
+
+def test_a_statement_folds_only_the_groups_it_wrote(dsn: str) -> None:
+    """The statement trigger folds this transaction's deltas, not every pending one: a fold
+    keeps its groups locked until commit, and another session's group is not its business."""
+    other_frames = FRAMES.replace('"load"', '"ship"')
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(INSERT, (FRAMES, 1))
+        conn.execute(INSERT.replace("'Concurrent'", "'Other'"), (other_frames, 1))
+        group = "SELECT error_id FROM monitoring.tb_error_log WHERE error_type = %s"
+        other = conn.execute(group, ("Other",)).fetchone()[0]
+        partition = conn.execute("SELECT tableoid::regclass::text FROM monitoring.tb_error_occurrence"
+                                 " WHERE exception_type = 'Other'").fetchone()[0]
+        # straight into the partition: no statement trigger of the parent, the delta waits
+        conn.execute(INSERT.replace("monitoring.tb_error_occurrence", partition).replace("'Concurrent'", "'Other'"),
+                     (other_frames, 1))
+        assert count(conn, "SELECT count(*) FROM monitoring.error_group_pending WHERE error_id = %s", (other,)) == 1
+        with psycopg.connect(dsn) as writer:   # its transaction stays open, its fold's locks held
+            writer.execute(INSERT, (FRAMES, 5))
+            assert count(conn, "SELECT count(*) FROM monitoring.error_group_pending WHERE error_id = %s", (other,)) == 1
+            # the other group's row is free: the open fold did not take it
+            assert conn.execute("SELECT 1 FROM monitoring.tb_error_log WHERE error_id = %s FOR UPDATE NOWAIT",
+                                (other,)).fetchone() == (1,)
+            writer.commit()
+        assert count(conn, "SELECT occurrence_count FROM monitoring.tb_error_log WHERE error_type = 'Concurrent'") == 6
+        assert count(conn, "SELECT occurrence_count FROM monitoring.error_groups WHERE error_type = 'Other'") == 2
