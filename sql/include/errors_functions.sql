@@ -745,8 +745,8 @@ DECLARE
     fast boolean;
     objects text;
     unfolded integer;
-    new_setting text;
     fast_rows_before text;
+    kept boolean;
 BEGIN
     NEW.received_at := pg_catalog.now();   -- the database's clock, whatever the INSERT said
     -- The trigger runs on the partition: its row type is the partition's, hence ROW(NEW.*).
@@ -807,18 +807,18 @@ BEGIN
             END IF;
             PERFORM monitoring._queue_error_notifications(ARRAY[prepared], false);
         END IF;
-        -- an assignment, not PERFORM: evaluated as a simple expression, without an executor
-        new_setting := pg_catalog.set_config('pg_observe.capture_pending', unfolded::text, true);
+        PERFORM pg_catalog.set_config('pg_observe.capture_pending', unfolded::text, true);
         RETURN prepared;
     END IF;
 
     -- The set-based path inserts nothing here, but its INSERT statement fires the statement
-    -- trigger: the setting is off meanwhile, lest each such row fold every pending delta.
+    -- trigger: the setting is 0 meanwhile, lest each such row fold this transaction's deltas.
     fast_rows_before := pg_catalog.current_setting('pg_observe.capture_pending', true);
     PERFORM pg_catalog.set_config('pg_observe.capture_pending', '0', true);
     SELECT p.* INTO prepared FROM monitoring._prepare_error_occurrences(ARRAY[ROW(NEW.*)::monitoring.tb_error_occurrence]) p;
+    kept := FOUND;   -- before the PERFORM below, which sets FOUND again
     PERFORM pg_catalog.set_config('pg_observe.capture_pending', COALESCE(fast_rows_before, '0'), true);
-    IF NOT FOUND THEN
+    IF NOT kept THEN
         RETURN NULL;   -- already stored: a retry of the same event
     END IF;
     PERFORM monitoring._count_error_occurrences(ARRAY[prepared]);

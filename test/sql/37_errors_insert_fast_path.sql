@@ -4,7 +4,7 @@
 -- fast path was taken (pg_stat_xact_user_functions) and that the result is what the
 -- set-based capture gives.
 BEGIN;
-SELECT plan(39);
+SELECT plan(41);
 SET LOCAL track_functions = 'all';
 
 -- Calls of a function in this transaction so far.
@@ -60,6 +60,15 @@ SELECT is((SELECT count(*)::int FROM monitoring.tb_error_occurrence WHERE event_
           'a retried event id is stored once');
 SELECT is((SELECT occurrence_count::int FROM monitoring.tb_error_log WHERE error_type = 'FastProbe'), 4, 'and not counted again');
 SELECT is(pg_temp.since_mark('_prepare_error_occurrences'), 0::bigint, 'on the fast path');
+
+-- A retry of a row that goes the set-based way (a client fingerprint) is dropped as well.
+INSERT INTO monitoring.tb_error_occurrence (exception_type, message, client_fingerprint, event_id)
+VALUES ('SlowRetry', 'once', '{slow-retry}', '00000000-0000-4000-8000-0000000000ee');
+SELECT lives_ok($$INSERT INTO monitoring.tb_error_occurrence (exception_type, message, client_fingerprint, event_id)
+                  VALUES ('SlowRetry', 'twice', '{slow-retry}', '00000000-0000-4000-8000-0000000000ee')$$,
+                'a retried event id on the set-based path is no error');
+SELECT is((SELECT count(*)::int FROM monitoring.tb_error_occurrence WHERE exception_type = 'SlowRetry'), 1,
+          'and is stored once');
 
 -- The same limits as the set-based capture; the inserter's error_id is not trusted.
 SELECT pg_temp.mark();
