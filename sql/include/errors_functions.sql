@@ -795,12 +795,14 @@ BEGIN
         VALUES (prepared.error_id, 1, CASE WHEN FOUND THEN 1 ELSE 0 END, prepared.occurred_at, prepared.occurred_at,
                 prepared.environment, ARRAY[prepared.environment],
                 CASE WHEN prepared.service IS NULL THEN '{}' ELSE ARRAY[prepared.service] END, prepared.release_version);
-        -- The AFTER trigger folds the deltas. With notification rules, which add up a group's
-        -- deltas for every row, a long statement folds every 1,000 rows too: the sums stay
-        -- short. (Without rules that would only cost: a fold updates every group it touches.)
-        unfolded := CASE WHEN pg_catalog.current_setting('pg_observe.capture_pending', true) OPERATOR(pg_catalog.~) '^[0-9]{1,6}$'
-                         THEN pg_catalog.current_setting('pg_observe.capture_pending', true)::integer ELSE 0 END OPERATOR(pg_catalog.+) 1;
+        -- The AFTER trigger folds the deltas (the setting says there are some). With notification
+        -- rules, which add up a group's deltas for every row, a long statement folds every
+        -- 1,000 rows too, so the setting counts them: the sums stay short. (Without rules that
+        -- would only cost: a fold updates every group it touches.)
+        unfolded := 1;
         IF known.has_rules THEN
+            unfolded := CASE WHEN pg_catalog.current_setting('pg_observe.capture_pending', true) OPERATOR(pg_catalog.~) '^[0-9]{1,6}$'
+                             THEN pg_catalog.current_setting('pg_observe.capture_pending', true)::integer ELSE 0 END OPERATOR(pg_catalog.+) 1;
             IF unfolded OPERATOR(pg_catalog.>=) 1000 THEN
                 PERFORM monitoring._fold_own_error_counters();
                 unfolded := 0;

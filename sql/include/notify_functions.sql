@@ -121,14 +121,15 @@ BEGIN
         ORDER BY c.config_id, b.error_id, b.occurred_at DESC
     ), counted AS (
         SELECT m.*, g.error_fingerprint, g.error_type, g.error_message, g.title, g.culprit,
-               g.affected_users + COALESCE((SELECT sum(p.new_users) FROM monitoring.error_group_pending p
-                                            WHERE p.error_id = m.error_id), 0) AS affected_users,
+               g.affected_users + COALESCE(p.new_users, 0) AS affected_users,
                g.first_seen, g.last_seen, g.stack_trace, g.status, g.release_version AS group_release,
                g.regressed_at, g.regressed_at = now() AND g.status = 'unresolved' AS regressed_now,
-               g.occurrence_count + COALESCE((SELECT sum(p.occurrences) FROM monitoring.error_group_pending p
-                                              WHERE p.error_id = m.error_id), 0) AS count_after
+               g.occurrence_count + COALESCE(p.occurrences, 0) AS count_after
         FROM matched m
         JOIN monitoring.tb_error_log g ON g.error_id = m.error_id
+        -- the deltas not folded yet, read once for both counts
+        CROSS JOIN LATERAL (SELECT sum(q.occurrences) AS occurrences, sum(q.new_users) AS new_users
+                            FROM monitoring.error_group_pending q WHERE q.error_id = m.error_id) p
         WHERE (m.rule_error_type IS NULL OR m.rule_error_type = g.error_type)
           AND (m.rule_fingerprint IS NULL OR m.rule_fingerprint = g.error_fingerprint)
           AND g.status <> 'ignored'   -- an ignored issue does not page anyone
