@@ -197,6 +197,7 @@ COMMENT ON TABLE monitoring.error_event_seen IS 'Event ids stored in the last 30
 
 -- @include sql/include/errors_fingerprint_cache.sql
 -- @include sql/include/errors_queue_tables.sql
+-- @include sql/include/errors_capture_tables.sql
 
 -- User data and configuration survive pg_dump (partitions of tb_error_occurrence are not
 -- extension members, so pg_dump keeps them anyway).

@@ -264,3 +264,5 @@ CREATE TRIGGER notification_rules_changed
 CREATE TRIGGER notification_state_changed
     AFTER UPDATE OR DELETE ON monitoring.notification_state
     FOR EACH ROW EXECUTE FUNCTION monitoring._forget_group_notification_watch();
+
+-- @include sql/include/notify_capture_state.sql

@@ -1,6 +1,6 @@
 -- A plain INSERT is a capture (included by sql/100_errors.sql and the upgrade scripts).
--- The row trigger prepares each row; the statement trigger folds the counts of the rows its
--- fast path took (see _error_occurrence_prepare()).
+-- The row trigger prepares each row; the statement triggers mark the statement as running and,
+-- at its end, count the rows its fast path took (see _error_occurrence_prepare()).
 -- Rows the capture functions have prepared already carry their error_id and come with
 -- pg_observe.capture_prepared on: the WHEN clause, evaluated without a function call, lets
 -- them through. Any other row, error_id or not, is prepared by the trigger. Anyone may set
@@ -10,11 +10,14 @@
 DO $$
 DECLARE
     old_trigger name;
+    capture_role name := (
+        SELECT r.rolname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner
+        WHERE p.oid OPERATOR(pg_catalog.=) 'monitoring.capture_errors(jsonb)'::pg_catalog.regprocedure);
 BEGIN
     FOR old_trigger IN
         SELECT t.tgname FROM pg_catalog.pg_trigger t
         WHERE t.tgrelid OPERATOR(pg_catalog.=) 'monitoring.tb_error_occurrence'::pg_catalog.regclass
-          AND t.tgname OPERATOR(pg_catalog.=) ANY ('{error_occurrence_prepare,error_occurrence_fold}')
+          AND t.tgname OPERATOR(pg_catalog.=) ANY ('{error_occurrence_begin,error_occurrence_prepare,error_occurrence_fold}')
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON monitoring.tb_error_occurrence', old_trigger);
     END LOOP;
@@ -24,18 +27,32 @@ BEGIN
             FOR EACH ROW
             WHEN (NEW.error_id IS NULL
                   OR pg_catalog.current_setting('pg_observe.capture_prepared', true) IS DISTINCT FROM 'on'
-                  OR CURRENT_USER OPERATOR(pg_catalog.<>) %L::pg_catalog.name)
+                  OR CURRENT_USER OPERATOR(pg_catalog.<>) %1$L::pg_catalog.name)
             EXECUTE FUNCTION monitoring._error_occurrence_prepare()$trigger$,
         -- the role the capture functions run as: their owner, which an upgrade run by another
         -- role keeps (CREATE OR REPLACE does not change owners), not the upgrader
-        (SELECT r.rolname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner
-         WHERE p.oid OPERATOR(pg_catalog.=) 'monitoring.capture_errors(jsonb)'::pg_catalog.regprocedure));
-    -- Statement-level: not cloned to the partitions, so it runs once per INSERT or COPY into
-    -- tb_error_occurrence, and only when the row trigger's fast path left deltas to fold.
+        capture_role);
+    -- Statement-level: not cloned to the partitions, so they run once per INSERT or COPY into
+    -- tb_error_occurrence: the first for every statement but the capture functions' own, the
+    -- second when the first ran or the row trigger's fast path left deltas to fold. Neither
+    -- runs for a statement inside a trigger (the set-based path's INSERT of no rows, run for
+    -- a row of the statement, would end the statement's journal there): such rows are
+    -- counted with the outer statement's, or as they come.
+    EXECUTE pg_catalog.format($trigger$
+        CREATE TRIGGER error_occurrence_begin
+            BEFORE INSERT ON monitoring.tb_error_occurrence
+            FOR EACH STATEMENT
+            WHEN (pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.=) 0
+                  AND (pg_catalog.current_setting('pg_observe.capture_prepared', true) IS DISTINCT FROM 'on'
+                       OR CURRENT_USER OPERATOR(pg_catalog.<>) %1$L::pg_catalog.name))
+            EXECUTE FUNCTION monitoring._error_occurrence_begin()$trigger$,
+        capture_role);
     CREATE TRIGGER error_occurrence_fold
         AFTER INSERT ON monitoring.tb_error_occurrence
         FOR EACH STATEMENT
-        WHEN (COALESCE(pg_catalog.current_setting('pg_observe.capture_pending', true), '0') OPERATOR(pg_catalog.<>) '0')
+        WHEN ((pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.=) 0
+               AND pg_catalog.current_setting('pg_observe.capture_statement', true) OPERATOR(pg_catalog.=) 'on')
+              OR COALESCE(pg_catalog.current_setting('pg_observe.capture_pending', true), '0') OPERATOR(pg_catalog.<>) '0')
         EXECUTE FUNCTION monitoring._error_occurrence_fold();
 END
 $$;

@@ -367,13 +367,16 @@ COMMENT ON FUNCTION monitoring._occurrence_objects(monitoring.tb_error_occurrenc
 
 -- Whether an occurrence may hold something to scrub: its JSON holds a key word (the same
 -- separator-tolerant pattern the scrubber applies), its text a card-like number, or its
--- JSON more openers than the scrubber's depth limit. Cheap tests in C that most events
+-- JSON as many openers as the scrubber's depth limit. Cheap tests in C that most events
 -- fail; the scrubber (PL/Python) runs only for those that pass. The card test is the
 -- scrubber's own pattern with its word boundaries, loosened so as to flag all it would: any
 -- character but an ASCII letter, digit or underscore bounds a word (PostgreSQL's \y would
 -- take some non-ASCII marks for word characters, Python's \b does not), and so does a JSON
 -- escape such as \n. Without boundaries one event in 45 with a UUID request id (digit groups
--- that run together) went to the scrubber for nothing. Inlinable SQL.
+-- that run together) went to the scrubber for nothing. One regular expression reads the
+-- JSON, the message and the stack trace joined: each call converts its whole text first, so
+-- one call over the three costs less than three. The scrubber wraps the documents in an
+-- object, one level more: 64 openers may reach its limit. Inlinable SQL.
 CREATE OR REPLACE FUNCTION monitoring._occurrence_needs_scrub(p_objects text, p_message text, p_stack_trace text,
                                                               p_key_pattern text)
     RETURNS boolean
@@ -382,12 +385,13 @@ CREATE OR REPLACE FUNCTION monitoring._occurrence_needs_scrub(p_objects text, p_
     PARALLEL SAFE
 AS $$
     SELECT p_objects OPERATOR(pg_catalog.~*) p_key_pattern
-        OR p_objects OPERATOR(pg_catalog.~) '(?:^|[^0-9A-Za-z_]|\\[nrtbf]|\\u[0-9a-f]{4})(?:\d[ -]?){12,18}\d(?:$|[^0-9A-Za-z_])'
-        OR p_message OPERATOR(pg_catalog.~) '(?:^|[^0-9A-Za-z_])(?:\d[ -]?){12,18}\d(?:$|[^0-9A-Za-z_])'
-        OR p_stack_trace OPERATOR(pg_catalog.~) '(?:^|[^0-9A-Za-z_])(?:\d[ -]?){12,18}\d(?:$|[^0-9A-Za-z_])'
+        -- || (immutable) and not concat_ws() (stable), which would keep the planner from inlining
+        OR COALESCE(p_objects, '') OPERATOR(pg_catalog.||) E'\n' OPERATOR(pg_catalog.||) COALESCE(p_message, '')
+           OPERATOR(pg_catalog.||) E'\n' OPERATOR(pg_catalog.||) COALESCE(p_stack_trace, '')
+           OPERATOR(pg_catalog.~) '(?:^|[^0-9A-Za-z_]|\\[nrtbf]|\\u[0-9a-f]{4})(?:[0-9][ -]?){12,18}[0-9](?:$|[^0-9A-Za-z_])'
         -- openers counted by bytes with replace(): translate() costs ten times as much
         OR pg_catalog.octet_length(p_objects) OPERATOR(pg_catalog.-) pg_catalog.octet_length(
-           pg_catalog.replace(pg_catalog.replace(p_objects, '{', ''), '[', '')) OPERATOR(pg_catalog.>) 64
+           pg_catalog.replace(pg_catalog.replace(p_objects, '{', ''), '[', '')) OPERATOR(pg_catalog.>=) 64
 $$;
 COMMENT ON FUNCTION monitoring._occurrence_needs_scrub(text, text, text, text) IS
     'Cheap test: may this occurrence hold a secret, a card number or nesting too deep to scrub';
@@ -419,8 +423,8 @@ DECLARE
     grp record;
     reopening record;
 BEGIN
-    SELECT pg_catalog.array_agg(k.key_word), pg_catalog.string_agg(k.key_pattern, '|')
-    INTO scrub_keys, scrub_pattern FROM monitoring.error_scrub_key k;
+    SELECT s.scrub_words, s.scrub_pattern, s.fingerprint_cache_usable
+    INTO scrub_keys, scrub_pattern, cache_usable FROM monitoring.error_capture_state s;
 
     -- Dedupe, limits, scrubbing (the scrubber only for rows its cheap test flags).
     WITH fresh AS (
@@ -447,11 +451,9 @@ BEGIN
         OFFSET 0
     ) d;
 
-    -- Fingerprints: from the cache when the key allows it, else in full (PL/Python), and
-    -- remembered when they depend on nothing but the key (method "stack").
-    cache_usable := NOT EXISTS (
-        SELECT FROM monitoring.error_fingerprint_rule r
-        WHERE r.enabled AND (r.match_message IS NOT NULL OR r.match_environment IS NOT NULL OR r.match_tags IS NOT NULL));
+    -- Fingerprints: from the cache when the key allows it (cache_usable: no enabled rule
+    -- reads the message, environment or tags), else in full (PL/Python), and remembered when
+    -- they depend on nothing but the key (method "stack").
     -- Rows are reached by subscript (kept[i]: O(1) on PL/pgSQL's expanded array), not by
     -- unnest(kept), which would copy every row of the batch into a tuplestore each time; the
     -- arrays made here (ids, results, prints) are in kept's order, so kept[i] pairs with them.
@@ -677,8 +679,9 @@ COMMENT ON FUNCTION monitoring._fold_error_counters(uuid[], monitoring.error_gro
 -- Counts stored occurrences per group (not per row) and folds the counts into every group
 -- whose row is free. If another transaction holds a group's row (many writers on one
 -- fingerprint), its delta waits in error_group_pending instead of the writer: the next
--- capture that gets the row, or run_maintenance(), folds it.
-CREATE OR REPLACE FUNCTION monitoring._count_error_occurrences(p_rows monitoring.tb_error_occurrence[])
+-- capture that gets the row, or run_maintenance(), folds it. A fact is what the counts need
+-- of one stored occurrence: its group, user, time, environment, service and release.
+CREATE OR REPLACE FUNCTION monitoring._count_error_facts(p_facts monitoring.error_capture_journal[])
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
@@ -688,10 +691,13 @@ AS $$
 DECLARE
     folded_groups integer;
 BEGIN
+    IF COALESCE(pg_catalog.cardinality(p_facts), 0) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN 0;   -- a statement whose rows all went another way
+    END IF;
     WITH new_users AS (
         INSERT INTO monitoring.error_group_user (error_id, user_key)
-        SELECT DISTINCT n.error_id, monitoring._user_key(n.user_info, n.context) FROM pg_catalog.unnest(p_rows) n
-        WHERE n.error_id IS NOT NULL AND monitoring._user_key(n.user_info, n.context) IS NOT NULL
+        SELECT DISTINCT n.error_id, n.user_key FROM pg_catalog.unnest(p_facts) n
+        WHERE n.user_key IS NOT NULL
         ON CONFLICT DO NOTHING
         RETURNING error_id
     ), new_user_counts AS (   -- one pass, not a scan of new_users per group
@@ -706,9 +712,8 @@ BEGIN
                -- "last release": the latest occurrence's; within one instant, the highest
                (pg_catalog.array_agg(n.release_version ORDER BY n.occurred_at DESC, n.release_version DESC)
                     FILTER (WHERE n.release_version IS NOT NULL))[1])::monitoring.error_group_pending AS delta
-        FROM pg_catalog.unnest(p_rows) n
+        FROM pg_catalog.unnest(p_facts) n
         LEFT JOIN new_user_counts c ON c.error_id OPERATOR(pg_catalog.=) n.error_id
-        WHERE n.error_id IS NOT NULL
         GROUP BY n.error_id
     )
     SELECT monitoring._fold_error_counters(pg_catalog.array_agg((f.delta).error_id), pg_catalog.array_agg(f.delta))
@@ -717,8 +722,23 @@ BEGIN
     RETURN folded_groups;
 END
 $$;
-COMMENT ON FUNCTION monitoring._count_error_occurrences(monitoring.tb_error_occurrence[]) IS
+COMMENT ON FUNCTION monitoring._count_error_facts(monitoring.error_capture_journal[]) IS
     'Counts occurrences, users, environments and releases per group without making writers wait; returns the groups folded now';
+
+CREATE OR REPLACE FUNCTION monitoring._count_error_occurrences(p_rows monitoring.tb_error_occurrence[])
+    RETURNS integer
+    LANGUAGE sql
+    VOLATILE
+    SET search_path = ''
+AS $$
+    SELECT monitoring._count_error_facts(ARRAY(
+        SELECT ROW(n.error_id, monitoring._user_key(n.user_info, n.context), n.occurred_at, n.environment, n.service,
+                   n.release_version)::monitoring.error_capture_journal
+        FROM pg_catalog.unnest(p_rows) n
+        WHERE n.error_id IS NOT NULL))
+$$;
+COMMENT ON FUNCTION monitoring._count_error_occurrences(monitoring.tb_error_occurrence[]) IS
+    'Counts stored occurrences per group (see _count_error_facts); returns the groups folded now';
 
 -- A plain INSERT (or COPY) into tb_error_occurrence is a capture too, through this BEFORE
 -- ROW trigger. The capture functions insert rows they have prepared already, with
@@ -726,11 +746,15 @@ COMMENT ON FUNCTION monitoring._count_error_occurrences(monitoring.tb_error_occu
 -- a call.
 --
 -- Most rows take the fast path: a stack seen before (its fingerprint in the cache) of a group
--- that is unresolved. Such a row costs a lookup and three small inserts: its event id, its
--- user, and its counter delta in error_group_pending, which the statement's AFTER trigger
--- folds once for all its rows. Any other row (a new stack or group, a resolved or ignored
--- group, a client fingerprint, a chain, rules that read the message) goes through the same
--- set-based functions as capture_errors(), one row at a time: about 3 ms a row.
+-- that is unresolved. Such a row costs one lookup (which reads error_capture_state too), the
+-- scrub test, its event id, and one fact in error_capture_journal, which the statement's
+-- AFTER trigger counts with all the statement's others at its end. With notification rules
+-- (they read the counts as each row comes), and for a row inserted straight into a partition
+-- (the parent's statement triggers do not run), the row writes its user and a counter delta
+-- to error_group_pending instead, folded by the AFTER trigger or run_maintenance(). Any other
+-- row (a new stack or group, a resolved or ignored group, a client fingerprint, a chain,
+-- rules that read the message) goes through the same set-based functions as
+-- capture_errors(), one row at a time: about 1.5 ms a row.
 CREATE OR REPLACE FUNCTION monitoring._error_occurrence_prepare()
     RETURNS trigger
     LANGUAGE plpgsql
@@ -741,6 +765,7 @@ AS $$
 DECLARE
     prepared monitoring.tb_error_occurrence;
     cache_key uuid;
+    cached jsonb;
     known record;
     fast boolean;
     objects text;
@@ -753,37 +778,44 @@ BEGIN
     prepared := monitoring._occurrence_within_limits(ROW(NEW.*)::monitoring.tb_error_occurrence);
 
     cache_key := monitoring._fingerprint_cache_key(prepared, true);
-    SELECT g.error_id, c.result OPERATOR(pg_catalog.->) 'frames' AS parsed_frames,
-           (SELECT pg_catalog.string_agg(k.key_pattern, '|') FROM monitoring.error_scrub_key k) AS scrub_pattern,
-           EXISTS (SELECT FROM monitoring.tb_error_notification_config n WHERE n.enabled) AS has_rules
+    -- Two lookups by unique key, each planned alone: joined in one query, a plan made while
+    -- tb_error_log looked empty (the first rows of a fresh database, all in one COPY) scanned
+    -- all of it for every row.
+    SELECT c.result INTO cached FROM monitoring.error_fingerprint_cache c WHERE c.input_key OPERATOR(pg_catalog.=) cache_key;
+    SELECT g.error_id, s.scrub_pattern, s.scrub_words, s.notification_rules
     INTO known
-    FROM monitoring.error_fingerprint_cache c
-    JOIN monitoring.tb_error_log g ON g.error_fingerprint OPERATOR(pg_catalog.=) (c.result OPERATOR(pg_catalog.->>) 'fingerprint')
-    WHERE c.input_key OPERATOR(pg_catalog.=) cache_key
+    FROM monitoring.tb_error_log g, monitoring.error_capture_state s
+    WHERE g.error_fingerprint OPERATOR(pg_catalog.=) (cached OPERATOR(pg_catalog.->>) 'fingerprint')
       AND g.status OPERATOR(pg_catalog.=) 'unresolved'
-      AND NOT EXISTS (   -- the cache is used only while no rule reads more than the stack
-          SELECT FROM monitoring.error_fingerprint_rule r
-          WHERE r.enabled AND (r.match_message IS NOT NULL OR r.match_environment IS NOT NULL OR r.match_tags IS NOT NULL));
+      AND s.fingerprint_cache_usable;   -- no rule reads more than the stack
     fast := FOUND;
     -- A variable, not an argument: the test reads it four times, and an argument that costly
     -- would keep the planner from inlining the test (15 µs a row).
     objects := monitoring._occurrence_objects(prepared);
     IF fast AND monitoring._occurrence_needs_scrub(objects, prepared.message, prepared.stack_trace, known.scrub_pattern) THEN
-        prepared := monitoring._scrub_occurrence(prepared, ARRAY(SELECT k.key_word FROM monitoring.error_scrub_key k));
+        prepared := monitoring._scrub_occurrence(prepared, known.scrub_words);
         -- the key reads the stack trace when the event has no frames: scrubbed, it may differ
         fast := monitoring._fingerprint_cache_key(prepared, true) OPERATOR(pg_catalog.=) cache_key;
     END IF;
 
     IF fast THEN
         prepared.error_id := known.error_id;
-        IF prepared.frames IS NULL AND pg_catalog.jsonb_array_length(known.parsed_frames) OPERATOR(pg_catalog.>) 0 THEN
-            prepared.frames := known.parsed_frames;   -- parsed from the raw stack trace
+        IF prepared.frames IS NULL AND pg_catalog.jsonb_array_length(cached OPERATOR(pg_catalog.->) 'frames') OPERATOR(pg_catalog.>) 0 THEN
+            prepared.frames := cached OPERATOR(pg_catalog.->) 'frames';   -- parsed from the raw stack trace
         END IF;
         IF prepared.event_id IS NOT NULL THEN
             INSERT INTO monitoring.error_event_seen (event_id) VALUES (prepared.event_id) ON CONFLICT DO NOTHING;
             IF NOT FOUND THEN
                 RETURN NULL;   -- already stored: a retry of the same event
             END IF;
+        END IF;
+        IF NOT known.notification_rules
+           AND pg_catalog.current_setting('pg_observe.capture_statement', true) OPERATOR(pg_catalog.=) 'on' THEN
+            INSERT INTO monitoring.error_capture_journal
+                (error_id, user_key, occurred_at, environment, service, release_version)
+            VALUES (prepared.error_id, monitoring._user_key(prepared.user_info, prepared.context), prepared.occurred_at,
+                    prepared.environment, prepared.service, prepared.release_version);
+            RETURN prepared;
         END IF;
         INSERT INTO monitoring.error_group_user (error_id, user_key)
         SELECT prepared.error_id, u.user_key
@@ -800,7 +832,7 @@ BEGIN
         -- 1,000 rows too, so the setting counts them: the sums stay short. (Without rules that
         -- would only cost: a fold updates every group it touches.)
         unfolded := 1;
-        IF known.has_rules THEN
+        IF known.notification_rules THEN
             unfolded := CASE WHEN pg_catalog.current_setting('pg_observe.capture_pending', true) OPERATOR(pg_catalog.~) '^[0-9]{1,6}$'
                              THEN pg_catalog.current_setting('pg_observe.capture_pending', true)::integer ELSE 0 END OPERATOR(pg_catalog.+) 1;
             IF unfolded OPERATOR(pg_catalog.>=) 1000 THEN
@@ -831,11 +863,30 @@ $$;
 COMMENT ON FUNCTION monitoring._error_occurrence_prepare() IS
     'Trigger: a plain INSERT is captured like capture_error() (dedupe, limits, scrubbing, fingerprint, group, counters)';
 
--- AFTER STATEMENT on tb_error_occurrence, when the row trigger's fast path left counter
--- deltas: folds them once per statement, not once per row.
--- A row inserted into a partition directly has no statement trigger of the parent: its delta
--- waits for the next capture of its group or run_maintenance(); the views add pending deltas
--- to the counts meanwhile.
+-- BEFORE STATEMENT on tb_error_occurrence: marks an INSERT or COPY as running, so that its
+-- rows' fast path may leave their counts to its end (error_capture_journal). The AFTER
+-- trigger clears the mark. Not cloned to partitions: a row inserted into a partition directly
+-- is counted as it comes. The setting is anyone's to set; set by hand it only makes rows wait
+-- in the journal for the next fold (any statement's, or run_maintenance()).
+CREATE OR REPLACE FUNCTION monitoring._error_occurrence_begin()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = ''
+AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('pg_observe.capture_statement', 'on', true);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION monitoring._error_occurrence_begin() IS
+    'Trigger: marks a plain INSERT or COPY as running, so that its rows are counted once at its end';
+
+-- AFTER STATEMENT on tb_error_occurrence: counts the rows the fast path left in the journal,
+-- and folds the counter deltas it left in error_group_pending, once per statement, not once
+-- per row. A row inserted into a partition directly has no statement trigger of the parent:
+-- its delta waits for the next capture of its group or run_maintenance(); the views add
+-- pending deltas to the counts meanwhile.
 CREATE OR REPLACE FUNCTION monitoring._error_occurrence_fold()
     RETURNS trigger
     LANGUAGE plpgsql
@@ -843,14 +894,39 @@ CREATE OR REPLACE FUNCTION monitoring._error_occurrence_fold()
     SECURITY DEFINER
     SET search_path = ''
 AS $$
+DECLARE
+    deltas_pending boolean := COALESCE(pg_catalog.current_setting('pg_observe.capture_pending', true), '0') OPERATOR(pg_catalog.<>) '0';
 BEGIN
+    PERFORM pg_catalog.set_config('pg_observe.capture_statement', '', true);
     PERFORM pg_catalog.set_config('pg_observe.capture_pending', '0', true);
-    PERFORM monitoring._fold_own_error_counters();
+    PERFORM monitoring._fold_error_capture_journal();
+    IF deltas_pending THEN
+        PERFORM monitoring._fold_own_error_counters();
+    END IF;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION monitoring._error_occurrence_fold() IS
-    'Trigger: folds the counter deltas a plain INSERT''s rows left in error_group_pending, once per statement';
+    'Trigger: counts the rows a plain INSERT''s fast path left in the journal and folds its pending deltas, once per statement';
+
+-- Counts and deletes the journal's rows. Every row a transaction can see there is its own (a
+-- statement deletes its rows at its end, before its transaction commits), or was left by a
+-- statement whose AFTER trigger did not run (the setting set by hand, triggers disabled):
+-- either way it is counted once. Rows of a savepoint count with the rest.
+CREATE OR REPLACE FUNCTION monitoring._fold_error_capture_journal()
+    RETURNS integer
+    LANGUAGE sql
+    VOLATILE
+    SET search_path = ''
+AS $$
+    WITH taken AS (
+        DELETE FROM monitoring.error_capture_journal j
+        RETURNING j
+    )
+    SELECT monitoring._count_error_facts(ARRAY(SELECT t.j FROM taken t))
+$$;
+COMMENT ON FUNCTION monitoring._fold_error_capture_journal() IS
+    'Counts the fast-path occurrences waiting in error_capture_journal per group and deletes them; returns the groups folded';
 
 -- Folds the groups this transaction left deltas for (the plain INSERT's fast path), not every
 -- group with a delta pending: the fold keeps its groups locked until commit, and other
@@ -878,6 +954,7 @@ CREATE OR REPLACE FUNCTION monitoring._fold_all_error_counters()
     SET search_path = ''
 AS $$
 BEGIN
+    PERFORM monitoring._fold_error_capture_journal();   -- leftovers only: see there
     RETURN pg_catalog.format('%s groups folded', monitoring._fold_error_counters(
         ARRAY(SELECT DISTINCT p.error_id FROM monitoring.error_group_pending p)));
 END

@@ -100,3 +100,36 @@ def test_a_statement_folds_only_the_groups_it_wrote(dsn: str) -> None:
             writer.commit()
         assert count(conn, "SELECT occurrence_count FROM monitoring.tb_error_log WHERE error_type = 'Concurrent'") == 6
         assert count(conn, "SELECT occurrence_count FROM monitoring.error_groups WHERE error_type = 'Other'") == 2
+
+
+def test_concurrent_scrub_word_changes_both_reach_the_capture_state(dsn: str) -> None:
+    """Two transactions add a scrub word at once: the second refresh waits for the first and
+    reads its word, so error_capture_state (what every capture reads) holds both."""
+    words = ("concurrent_alpha", "concurrent_beta")
+    try:
+        with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
+            first.execute("INSERT INTO monitoring.error_scrub_key (key_word) VALUES (%s)", (words[0],))
+            errors: list[BaseException] = []
+
+            def add_second() -> None:
+                try:
+                    second.execute("INSERT INTO monitoring.error_scrub_key (key_word) VALUES (%s)", (words[1],))
+                    second.commit()
+                except BaseException as exc:   # reported by the assertion below
+                    errors.append(exc)
+
+            waiter = threading.Thread(target=add_second)
+            waiter.start()
+            waiter.join(1.0)
+            assert waiter.is_alive(), "the second refresh waits for the first transaction"
+            first.commit()
+            waiter.join(30)
+            assert errors == []
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            state = conn.execute("SELECT scrub_words, scrub_pattern FROM monitoring.error_capture_state").fetchone()
+            assert set(words) <= set(state[0])
+            for word in words:
+                assert conn.execute("SELECT %s ~* %s", (f'{{"x-{word}": 1}}', state[1])).fetchone()[0]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM monitoring.error_scrub_key WHERE key_word = ANY(%s)", (list(words),))

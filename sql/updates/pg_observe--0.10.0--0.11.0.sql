@@ -1,0 +1,34 @@
+-- 0.10.0 -> 0.11.0: a plain INSERT or COPY into tb_error_occurrence counts its fast-path rows
+-- once at the statement's end (error_capture_journal) instead of writing a user and a counter
+-- delta per row, and every capture reads its scrub words and rule flags from one row
+-- (error_capture_state) instead of three queries per row. The scrub pre-test reads the JSON,
+-- message and stack trace with one regular expression and flags the depth the scrubber cuts.
+-- Changed functions come from the same files as a fresh install; make test compares an
+-- upgraded database with a fresh one.
+
+-- error_capture_journal, error_capture_state (with its refresh and the triggers on
+-- error_scrub_key and error_fingerprint_rule) are new.
+-- @include sql/include/errors_capture_tables.sql
+-- _occurrence_needs_scrub(): one card test over the three texts, 64 openers flagged;
+-- _prepare_error_occurrences() and the row trigger read error_capture_state;
+-- _count_error_facts(), _error_occurrence_begin() and _fold_error_capture_journal() are new;
+-- _count_error_occurrences() counts through _count_error_facts(); the statement trigger and
+-- run_maintenance()'s fold count the journal; the scrubber (PL/Python, plpython/scrub.py)
+-- reads key separators and case as the pre-test does, and card digits as ASCII only.
+-- @include sql/include/errors_functions.sql
+-- The statement trigger error_occurrence_begin is new; error_occurrence_fold also runs after
+-- every statement that error_occurrence_begin marked.
+-- @include sql/include/errors_capture_trigger.sql
+-- The trigger on tb_error_notification_config that refreshes error_capture_state, and the
+-- first refresh.
+-- @include sql/include/notify_capture_state.sql
+
+-- @include sql/900_privileges.sql
+-- @include sql/910_privileges_errors.sql
+-- @include sql/920_privileges_notifications.sql
+-- @include sql/930_privileges_telemetry.sql
+-- @include sql/940_privileges_operations.sql
+-- @include sql/941_privileges_prometheus.sql
+-- @include sql/942_privileges_dashboards.sql
+-- @include sql/950_privileges_cache.sql
+-- @include sql/990_reset_search_path.sql
