@@ -33,8 +33,9 @@ BEGIN
         -- role keeps (CREATE OR REPLACE does not change owners), not the upgrader
         capture_role);
     -- Statement-level: not cloned to the partitions, so they run once per INSERT or COPY into
-    -- tb_error_occurrence: the first for every statement but the capture functions' own, the
-    -- second when the first ran or the row trigger's fast path left deltas to fold. Neither
+    -- tb_error_occurrence: both for every statement but the capture functions' own (the AFTER
+    -- one whatever the statement mark says by then), the AFTER one also when the row
+    -- trigger's per-row way left deltas to fold. Neither
     -- runs for a statement inside a trigger (the set-based path's INSERT of no rows, run for
     -- a row of the statement, would end the statement's journal there): such rows are
     -- counted with the outer statement's, or as they come.
@@ -47,12 +48,15 @@ BEGIN
                        OR CURRENT_USER OPERATOR(pg_catalog.<>) %1$L::pg_catalog.name))
             EXECUTE FUNCTION monitoring._error_occurrence_begin()$trigger$,
         capture_role);
-    CREATE TRIGGER error_occurrence_fold
-        AFTER INSERT ON monitoring.tb_error_occurrence
-        FOR EACH STATEMENT
-        WHEN ((pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.=) 0
-               AND pg_catalog.current_setting('pg_observe.capture_statement', true) OPERATOR(pg_catalog.=) 'on')
-              OR COALESCE(pg_catalog.current_setting('pg_observe.capture_pending', true), '0') OPERATOR(pg_catalog.<>) '0')
-        EXECUTE FUNCTION monitoring._error_occurrence_fold();
+    EXECUTE pg_catalog.format($trigger$
+        CREATE TRIGGER error_occurrence_fold
+            AFTER INSERT ON monitoring.tb_error_occurrence
+            FOR EACH STATEMENT
+            WHEN ((pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.=) 0
+                   AND (pg_catalog.current_setting('pg_observe.capture_prepared', true) IS DISTINCT FROM 'on'
+                        OR CURRENT_USER OPERATOR(pg_catalog.<>) %1$L::pg_catalog.name))
+                  OR COALESCE(pg_catalog.current_setting('pg_observe.capture_pending', true), '0') OPERATOR(pg_catalog.<>) '0')
+            EXECUTE FUNCTION monitoring._error_occurrence_fold()$trigger$,
+        capture_role);
 END
 $$;

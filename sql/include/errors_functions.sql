@@ -425,6 +425,11 @@ DECLARE
 BEGIN
     SELECT s.scrub_words, s.scrub_pattern, s.fingerprint_cache_usable
     INTO scrub_keys, scrub_pattern, cache_usable FROM monitoring.error_capture_state s;
+    IF NOT FOUND THEN   -- the row deleted by hand: the refresh makes it again
+        PERFORM monitoring._refresh_error_capture_state();
+        SELECT s.scrub_words, s.scrub_pattern, s.fingerprint_cache_usable
+        INTO scrub_keys, scrub_pattern, cache_usable FROM monitoring.error_capture_state s;
+    END IF;
 
     -- Dedupe, limits, scrubbing (the scrubber only for rows its cheap test flags).
     WITH fresh AS (
@@ -733,7 +738,7 @@ CREATE OR REPLACE FUNCTION monitoring._count_error_occurrences(p_rows monitoring
 AS $$
     SELECT monitoring._count_error_facts(ARRAY(
         SELECT ROW(n.error_id, monitoring._user_key(n.user_info, n.context), n.occurred_at, n.environment, n.service,
-                   n.release_version)::monitoring.error_capture_journal
+                   n.release_version, NULL)::monitoring.error_capture_journal
         FROM pg_catalog.unnest(p_rows) n
         WHERE n.error_id IS NOT NULL))
 $$;
@@ -866,8 +871,11 @@ COMMENT ON FUNCTION monitoring._error_occurrence_prepare() IS
 -- BEFORE STATEMENT on tb_error_occurrence: marks an INSERT or COPY as running, so that its
 -- rows' fast path may leave their counts to its end (error_capture_journal). The AFTER
 -- trigger clears the mark. Not cloned to partitions: a row inserted into a partition directly
--- is counted as it comes. The setting is anyone's to set; set by hand it only makes rows wait
--- in the journal for the next fold (any statement's, or run_maintenance()).
+-- is counted as it comes. The setting is anyone's to set: set by hand for such a row, it
+-- leaves the row's fact in the journal until a later statement of its transaction or, after
+-- commit, run_maintenance() counts it (lost if the server crashes first: the table is
+-- UNLOGGED). Turned off by hand mid-statement, it sends the statement's later rows the
+-- per-row way; either way every row is counted once.
 CREATE OR REPLACE FUNCTION monitoring._error_occurrence_begin()
     RETURNS trigger
     LANGUAGE plpgsql
@@ -909,11 +917,11 @@ $$;
 COMMENT ON FUNCTION monitoring._error_occurrence_fold() IS
     'Trigger: counts the rows a plain INSERT''s fast path left in the journal and folds its pending deltas, once per statement';
 
--- Counts and deletes the journal's rows. Every row a transaction can see there is its own (a
--- statement deletes its rows at its end, before its transaction commits), or was left by a
--- statement whose AFTER trigger did not run (the setting set by hand, triggers disabled):
--- either way it is counted once. Rows of a savepoint count with the rest.
-CREATE OR REPLACE FUNCTION monitoring._fold_error_capture_journal()
+-- Counts and deletes the journal's rows of this transaction (savepoints included), or with
+-- p_leftovers every row this transaction can see: what run_maintenance() counts, rows whose
+-- statement mark was set by hand (see _error_occurrence_begin()). A statement never touches
+-- another transaction's rows, so no writer waits for another's.
+CREATE OR REPLACE FUNCTION monitoring._fold_error_capture_journal(p_leftovers boolean DEFAULT false)
     RETURNS integer
     LANGUAGE sql
     VOLATILE
@@ -921,12 +929,13 @@ CREATE OR REPLACE FUNCTION monitoring._fold_error_capture_journal()
 AS $$
     WITH taken AS (
         DELETE FROM monitoring.error_capture_journal j
+        WHERE p_leftovers OR j.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id()
         RETURNING j
     )
     SELECT monitoring._count_error_facts(ARRAY(SELECT t.j FROM taken t))
 $$;
-COMMENT ON FUNCTION monitoring._fold_error_capture_journal() IS
-    'Counts the fast-path occurrences waiting in error_capture_journal per group and deletes them; returns the groups folded';
+COMMENT ON FUNCTION monitoring._fold_error_capture_journal(boolean) IS
+    'Counts this transaction''s fast-path occurrences in error_capture_journal per group (p_leftovers: every visible one) and deletes them';
 
 -- Folds the groups this transaction left deltas for (the plain INSERT's fast path), not every
 -- group with a delta pending: the fold keeps its groups locked until commit, and other
@@ -954,7 +963,7 @@ CREATE OR REPLACE FUNCTION monitoring._fold_all_error_counters()
     SET search_path = ''
 AS $$
 BEGIN
-    PERFORM monitoring._fold_error_capture_journal();   -- leftovers only: see there
+    PERFORM monitoring._fold_error_capture_journal(true);   -- leftovers: see there
     RETURN pg_catalog.format('%s groups folded', monitoring._fold_error_counters(
         ARRAY(SELECT DISTINCT p.error_id FROM monitoring.error_group_pending p)));
 END

@@ -3,7 +3,7 @@
 -- flags from error_capture_state, which triggers on the three tables keep; the scrub pre-test
 -- and the scrubber agree on key separators, case, digits and depth.
 BEGIN;
-SELECT plan(36);
+SELECT plan(42);
 SET LOCAL track_functions = 'all';
 
 CREATE FUNCTION pg_temp.calls(p_function text) RETURNS bigint LANGUAGE sql AS $$
@@ -90,9 +90,21 @@ SELECT is((SELECT occurrence_count::int FROM monitoring.tb_error_log WHERE error
           'once: nothing is lost');
 SET LOCAL pg_observe.capture_statement = '';
 
+-- The mark turned off by hand in the middle of a statement: the AFTER trigger runs all the
+-- same and counts the statement's facts; no other transaction's are touched.
+INSERT INTO monitoring.tb_error_occurrence (exception_type, message, frames, environment)
+SELECT 'JournalProbe',
+       'toggled ' || n || set_config('pg_observe.capture_statement', CASE WHEN n = 2 THEN 'off' ELSE 'on' END, true),
+       f, 'journal-test'
+FROM journal_frames, generate_series(1, 4) n;
+SELECT is((SELECT count(*)::int FROM monitoring.error_capture_journal), 0, 'a mark turned off mid-statement leaves no fact behind');
+SELECT is((SELECT occurrence_count::int FROM monitoring.error_groups WHERE error_id = (SELECT error_id FROM probe)), 58,
+          'and all four rows are counted');
+
 -- The state follows the tables it is made of.
 INSERT INTO monitoring.error_scrub_key (key_word) VALUES ('ledger_pin');
-SELECT ok((SELECT 'ledger_pin' = ANY (scrub_words) FROM monitoring.error_capture_state), 'a new scrub word is in the state');
+SELECT ok((SELECT 'ledgerpin' = ANY (scrub_words) FROM monitoring.error_capture_state),
+          'a new scrub word is in the state, as the patterns read it (lower case, no separators)');
 SELECT pg_temp.mark();
 INSERT INTO monitoring.tb_error_occurrence (exception_type, message, frames, environment, context)
 SELECT 'JournalProbe', 'pin', f, 'journal-test', '{"Ledger-PIN": "1234", "path": "/book"}' FROM journal_frames;
@@ -100,7 +112,17 @@ SELECT is((SELECT context FROM monitoring.tb_error_occurrence WHERE message = 'p
           '{"Ledger-PIN": "[Filtered]", "path": "/book"}'::jsonb, 'and the fast path filters a value under it');
 SELECT is(pg_temp.since_mark('_prepare_error_occurrences'), 0::bigint, 'on the fast path');
 DELETE FROM monitoring.error_scrub_key WHERE key_word = 'ledger_pin';
-SELECT ok((SELECT NOT 'ledger_pin' = ANY (scrub_words) FROM monitoring.error_capture_state), 'a deleted word leaves the state');
+SELECT ok((SELECT NOT 'ledgerpin' = ANY (scrub_words) FROM monitoring.error_capture_state), 'a deleted word leaves the state');
+
+-- A state row deleted by hand comes back with the next capture (and with maintenance).
+DELETE FROM monitoring.error_capture_state;
+SELECT monitoring.capture_error(jsonb_build_object('exception_type', 'JournalProbe', 'message', 'state gone',
+    'frames', f, 'environment', 'journal-test', 'context', '{"password": "x"}'::jsonb)) FROM journal_frames;
+SELECT is((SELECT context FROM monitoring.tb_error_occurrence WHERE message = 'state gone'), '{"password": "[Filtered]"}'::jsonb,
+          'without the state row the capture still filters secrets');
+SELECT is((SELECT count(*)::int FROM monitoring.error_capture_state), 1, 'and the row is back');
+SELECT ok(EXISTS (SELECT FROM monitoring.maintenance_task WHERE function_name = 'monitoring._refresh_error_capture_state'),
+          'maintenance refreshes the state too');
 
 INSERT INTO monitoring.error_fingerprint_rule (match_message, fingerprint) VALUES ('ledger *', '{ledger}');
 SELECT is((SELECT fingerprint_cache_usable FROM monitoring.error_capture_state), false,
@@ -138,8 +160,12 @@ SELECT results_eq(
     $$VALUES ('{"pass word": "[Filtered]", "pass\tword": "[Filtered]", "PASS-WORD": "[Filtered]"}'::jsonb),
              (jsonb_build_object(E'pass\fword', 'd', E'pass\u00a0word', 'e', E'to\u212aen', 'f'))$$,
     'the scrubber joins key words over spaces, tabs, - and _, not over a form feed or a no-break space');
-SELECT is(monitoring._scrub(jsonb_build_object(E'to\u212aen', 'f')::text, ARRAY['token'])::jsonb,
-          jsonb_build_object(E'to\u212aen', 'f'), 'nor reads the Kelvin sign as a k');
+SELECT is(monitoring._scrub(jsonb_build_object(E'to\u212aen', 'f', E'tenant_P\u0130', 'g')::text, ARRAY['token', 'tenant_pi'])::jsonb,
+          jsonb_build_object(E'to\u212aen', 'f', E'tenant_P\u0130', 'g'),
+          'nor folds a letter outside A to Z into one inside (the Kelvin sign, a dotted capital I)');
+SELECT is(monitoring._scrub('{"price": 10.50, "big": 1e400, "n": 123456789012345678901234567890, "token": "t"}', ARRAY['token']),
+          '{"price": 10.50, "big": 1e400, "n": 123456789012345678901234567890, "token": "[Filtered]"}',
+          'numbers come back as written when a secret is filtered');
 -- Digits: ASCII only; an ASCII card after a non-ASCII letter is filtered.
 SELECT results_eq(
     $$SELECT monitoring._scrub(to_jsonb(x)::text, '{}')::jsonb FROM (VALUES
