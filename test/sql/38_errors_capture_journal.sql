@@ -91,15 +91,17 @@ SELECT is((SELECT occurrence_count::int FROM monitoring.tb_error_log WHERE error
 SET LOCAL pg_observe.capture_statement = '';
 
 -- The mark turned off by hand in the middle of a statement: the AFTER trigger runs all the
--- same and counts the statement's facts; no other transaction's are touched.
+-- same and counts the statement's facts; no other transaction's are touched. (The last row,
+-- a new stack, goes the set-based way and leaves no delta: in 68bec7d no statement trigger
+-- ran then, and the first three rows' facts stayed in the journal.)
 INSERT INTO monitoring.tb_error_occurrence (exception_type, message, frames, environment)
-SELECT 'JournalProbe',
-       'toggled ' || n || set_config('pg_observe.capture_statement', CASE WHEN n = 2 THEN 'off' ELSE 'on' END, true),
+SELECT CASE WHEN n = 4 THEN 'JournalToggled' ELSE 'JournalProbe' END,
+       'toggled ' || n || set_config('pg_observe.capture_statement', CASE WHEN n = 4 THEN 'off' ELSE 'on' END, true),
        f, 'journal-test'
 FROM journal_frames, generate_series(1, 4) n;
 SELECT is((SELECT count(*)::int FROM monitoring.error_capture_journal), 0, 'a mark turned off mid-statement leaves no fact behind');
-SELECT is((SELECT occurrence_count::int FROM monitoring.error_groups WHERE error_id = (SELECT error_id FROM probe)), 58,
-          'and all four rows are counted');
+SELECT is((SELECT occurrence_count::int FROM monitoring.error_groups WHERE error_id = (SELECT error_id FROM probe)), 57,
+          'and the three fast rows are counted');
 
 -- The state follows the tables it is made of.
 INSERT INTO monitoring.error_scrub_key (key_word) VALUES ('ledger_pin');
