@@ -35,10 +35,10 @@ BEGIN
     -- Statement-level: not cloned to the partitions, so they run once per INSERT or COPY into
     -- tb_error_occurrence: both for every statement but the capture functions' own (the AFTER
     -- one whatever the statement mark says by then), the AFTER one also when the row
-    -- trigger's per-row way left deltas to fold. Neither
-    -- runs for a statement inside a trigger (the set-based path's INSERT of no rows, run for
-    -- a row of the statement, would end the statement's journal there): such rows are
-    -- counted with the outer statement's, or as they come.
+    -- trigger's per-row way left deltas to fold. Neither runs for a statement inside a
+    -- trigger (the set-based path's INSERT of no rows, run for a row of the statement, would
+    -- end the statement's journal there): such rows are counted with the outer statement's,
+    -- or as they come.
     EXECUTE pg_catalog.format($trigger$
         CREATE TRIGGER error_occurrence_begin
             BEFORE INSERT ON monitoring.tb_error_occurrence

@@ -929,7 +929,8 @@ CREATE OR REPLACE FUNCTION monitoring._fold_error_capture_journal(p_leftovers bo
 AS $$
     WITH taken AS (
         DELETE FROM monitoring.error_capture_journal j
-        WHERE p_leftovers OR j.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id()
+        -- the subquery: the transaction's id read once, not once per row of the journal
+        WHERE p_leftovers OR j.xact OPERATOR(pg_catalog.=) (SELECT pg_catalog.pg_current_xact_id())
         RETURNING j
     )
     SELECT monitoring._count_error_facts(ARRAY(SELECT t.j FROM taken t))
