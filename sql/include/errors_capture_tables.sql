@@ -1,4 +1,5 @@
--- Included by sql/100_errors.sql and by the 0.10.0 -> 0.11.0 upgrade, which made it.
+-- Included by sql/100_errors.sql and by the 0.10.0 -> 0.11.0 upgrade, which made it (0.12.0
+-- changed the collation of user_key by ALTER TABLE).
 
 -- The occurrences the fast path of a plain INSERT or COPY has taken in the statement running
 -- now: the statement's AFTER trigger counts them per group (occurrences, users, environments,
@@ -9,7 +10,7 @@
 -- (see _error_occurrence_begin()) can outlive its transaction; run_maintenance() counts it.
 CREATE UNLOGGED TABLE monitoring.error_capture_journal (
     error_id         uuid        NOT NULL,
-    user_key         text,
+    user_key         text        COLLATE pg_catalog."C",   -- as error_group_user's, which it fills
     occurred_at      timestamptz NOT NULL,
     environment      text,
     service          text,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import psycopg
+import pytest
 
 FRAMES = ('[{"filename": "orders.py", "module": "app.orders", "function": "load", "lineno": 10, "in_app": true},'
           ' {"filename": "orders.py", "module": "app.orders", "function": "save", "lineno": 20, "in_app": true}]')
@@ -59,16 +60,19 @@ def test_writers_on_one_fingerprint_count_every_row(dsn: str) -> None:
 
 
 def test_a_writers_foreign_key_lock_does_not_stop_the_fold(dsn: str) -> None:
-    """Inserting a group's users or deltas takes a KEY SHARE lock on the group's row until
-    commit (the foreign key's check). The fold locks FOR NO KEY UPDATE, which that lock does
-    not conflict with: another capture of the group folds its counts at once."""
+    """Inserting a group's deltas takes a KEY SHARE lock on the group's row until commit (the
+    foreign key's check). The fold locks FOR NO KEY UPDATE, which that lock does not conflict
+    with: another capture of the group folds its counts at once."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(INSERT, (FRAMES, 1))
         group = "SELECT error_id FROM monitoring.tb_error_log WHERE error_type = 'Concurrent'"
         error_id = conn.execute(group).fetchone()[0]
         with psycopg.connect(dsn) as holder:   # a transaction left open, as a long COPY's is
-            holder.execute("INSERT INTO monitoring.error_group_user (error_id, user_key) VALUES (%s, 'holder')",
-                           (error_id,))
+            holder.execute("INSERT INTO monitoring.error_group_pending (error_id, occurrences, first_seen, last_seen)"
+                           " VALUES (%s, 1, now(), now())", (error_id,))
+            # the holder's lock is there: FOR UPDATE conflicts with KEY SHARE
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                conn.execute("SELECT 1 FROM monitoring.tb_error_log WHERE error_id = %s FOR UPDATE NOWAIT", (error_id,))
             conn.execute(INSERT, (FRAMES, 3))
             assert count(conn, "SELECT count(*) FROM monitoring.error_group_pending") == 0
             assert count(conn, "SELECT occurrence_count FROM monitoring.tb_error_log WHERE error_id = %s",
