@@ -138,3 +138,35 @@ def test_concurrent_scrub_word_changes_both_reach_the_capture_state(dsn: str) ->
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DELETE FROM monitoring.error_scrub_key WHERE key_word = ANY(%s)", (list(words),))
+
+
+def test_one_event_id_in_two_transactions_is_stored_once(dsn: str) -> None:
+    """Two transactions storing one event id on the fast path: the second waits at the id for
+    the first, and drops its row once the first commits (the original stays, counted once)."""
+    event_id = "00000000-0000-4000-8000-00000000c0de"
+    insert = ("INSERT INTO monitoring.tb_error_occurrence (exception_type, message, frames, environment, event_id)"
+              " VALUES ('Concurrent', %s, %s::jsonb, 'production', %s)")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(INSERT, (FRAMES, 1))   # the group and the cache: the rows below take the fast path
+        errors: list[BaseException] = []
+        with psycopg.connect(dsn) as first:
+            first.execute(insert, ("first", FRAMES, event_id))
+
+            def second() -> None:
+                try:
+                    with psycopg.connect(dsn, autocommit=True) as c:
+                        c.execute(insert, ("second", FRAMES, event_id))
+                except BaseException as exc:   # reported by the assertion below
+                    errors.append(exc)
+
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            waiter.join(1)
+            assert waiter.is_alive(), "the second insert should wait for the first transaction"
+            first.commit()
+            waiter.join(30)
+        assert errors == []
+        rows = conn.execute("SELECT message FROM monitoring.tb_error_occurrence WHERE event_id = %s",
+                            (event_id,)).fetchall()
+        assert rows == [("first",)]
+        assert count(conn, "SELECT occurrence_count FROM monitoring.tb_error_log WHERE error_type = 'Concurrent'") == 2

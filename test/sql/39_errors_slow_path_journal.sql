@@ -1,9 +1,10 @@
 -- 0.12.0: a plain INSERT's slow path (a new group, a regression, an ignore that runs out)
 -- counts its rows at the statement's end like the fast path, unless the group is still
 -- ignored; error_group_user has no foreign key, and triggers on tb_error_log delete the users
--- of deleted groups; user keys are compared byte-wise.
+-- of deleted groups; user keys are compared byte-wise. Event ids are still checked as each
+-- row comes: the retries below broke a version that left them to the statement's end.
 BEGIN;
-SELECT plan(20);
+SELECT plan(31);
 SET LOCAL track_functions = 'all';
 
 -- Calls of monitoring's functions so far in this transaction, to count those of one statement.
@@ -66,6 +67,67 @@ SELECT results_eq(
     $$SELECT status, occurrence_count::int FROM monitoring.tb_error_log WHERE error_type = 'SlowJournal'$$,
     $$VALUES ('unresolved'::text, 11)$$,
     'unignored after two more, and all five rows counted');
+
+-- Event ids on the fast path: an id twice in one statement keeps its first row, a retry in a
+-- later statement keeps none; neither is counted.
+SELECT pg_temp.mark();
+INSERT INTO monitoring.tb_error_occurrence (exception_type, message, frames, environment, event_id)
+SELECT 'SlowJournal', 'evt ' || n, f, 'slow-test', ('00000000-0000-4000-8000-00000000010' || (n % 2))::uuid
+FROM slow_frames, generate_series(1, 4) n;
+SELECT is(pg_temp.since_mark('_prepare_error_occurrences'), 0::bigint, 'four rows with event ids on the fast path');
+SELECT results_eq(
+    $$SELECT message FROM monitoring.tb_error_occurrence WHERE message LIKE 'evt %' ORDER BY message$$,
+    $$VALUES ('evt 1'::text), ('evt 2')$$,
+    'two ids, each twice in the statement: their first rows are kept');
+SELECT is((SELECT occurrence_count::int FROM monitoring.tb_error_log WHERE error_type = 'SlowJournal'), 13,
+          'and counted once each');
+SELECT is((SELECT count(*)::int FROM monitoring.error_event_seen
+           WHERE event_id IN ('00000000-0000-4000-8000-000000000100', '00000000-0000-4000-8000-000000000101')), 2,
+          'both ids are registered');
+INSERT INTO monitoring.tb_error_occurrence (exception_type, message, frames, environment, event_id)
+SELECT 'SlowJournal', m, f, 'slow-test', id::uuid
+FROM slow_frames, (VALUES ('evt retry', '00000000-0000-4000-8000-000000000101'),
+                          ('evt new', '00000000-0000-4000-8000-000000000102')) v(m, id);
+SELECT results_eq(
+    $$SELECT message FROM monitoring.tb_error_occurrence WHERE message IN ('evt retry', 'evt new')$$,
+    $$VALUES ('evt new'::text)$$,
+    'a retried id in a later statement is dropped, a new one kept');
+SELECT is((SELECT message FROM monitoring.tb_error_occurrence WHERE event_id = '00000000-0000-4000-8000-000000000101'),
+          'evt 1', 'the original row of the retried id is still there');
+SELECT is((SELECT occurrence_count::int FROM monitoring.tb_error_log WHERE error_type = 'SlowJournal'), 14,
+          'only the new one is counted');
+-- One id on a fast-path row and, later in the statement, on a row of a new stack (the slow
+-- path): one row is kept, and one counted.
+INSERT INTO monitoring.tb_error_occurrence (exception_type, message, frames, environment, event_id)
+SELECT t, 'evt mixed', f, 'slow-test', '00000000-0000-4000-8000-000000000103'
+FROM slow_frames, (VALUES (1, 'SlowJournal'), (2, 'SlowMixed')) v(n, t) ORDER BY n;
+SELECT results_eq(
+    $$SELECT (SELECT count(*)::int FROM monitoring.tb_error_occurrence WHERE event_id = '00000000-0000-4000-8000-000000000103'),
+             (SELECT occurrence_count::int FROM monitoring.tb_error_log WHERE error_type = 'SlowJournal')
+             + COALESCE((SELECT occurrence_count::int FROM monitoring.tb_error_log WHERE error_type = 'SlowMixed'), 0)$$,
+    $$VALUES (1, 15)$$,
+    'an id on both paths in one statement: one row stored and counted');
+-- A retry that repeats the row's own key too (an idempotent re-send, a COPY run twice, a line
+-- twice in one statement): dropped as a retry, with or without ON CONFLICT, never an error,
+-- and the stored row stays.
+INSERT INTO monitoring.tb_error_occurrence (occurrence_id, occurred_at, exception_type, message, frames, environment, event_id)
+SELECT '11111111-1111-4111-8111-111111111111', now() - interval '1 hour', 'SlowJournal', 'keyed original', f, 'slow-test',
+       '22222222-2222-4222-8222-222222222222' FROM slow_frames;
+SELECT lives_ok($$
+    INSERT INTO monitoring.tb_error_occurrence (occurrence_id, occurred_at, exception_type, message, frames, environment, event_id)
+    SELECT '11111111-1111-4111-8111-111111111111', now() - interval '1 hour', 'SlowJournal', 'keyed retry', f, 'slow-test',
+           '22222222-2222-4222-8222-222222222222' FROM slow_frames, generate_series(1, 2)$$,
+    'a repeated row with its own key is no duplicate-key error');
+INSERT INTO monitoring.tb_error_occurrence (occurrence_id, occurred_at, exception_type, message, frames, environment, event_id)
+SELECT '11111111-1111-4111-8111-111111111111', now() - interval '1 hour', 'SlowJournal', 'keyed retry', f, 'slow-test',
+       '22222222-2222-4222-8222-222222222222' FROM slow_frames
+ON CONFLICT DO NOTHING;
+SELECT results_eq(
+    $$SELECT message FROM monitoring.tb_error_occurrence WHERE event_id = '22222222-2222-4222-8222-222222222222'$$,
+    $$VALUES ('keyed original'::text)$$,
+    'the keyed original is stored once and kept, through retries with and without ON CONFLICT');
+SELECT is((SELECT occurrence_count::int FROM monitoring.tb_error_log WHERE error_type = 'SlowJournal'), 16,
+          'and counted once');
 
 -- With a notification rule, the slow path counts each row as it comes (the rule reads counts).
 INSERT INTO monitoring.tb_error_notification_config (error_type, channel_type, channel_config)
