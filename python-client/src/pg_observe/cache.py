@@ -21,6 +21,9 @@ import asyncio
 import contextlib
 import datetime
 import json
+import select
+import struct
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Optional, Union
 
@@ -51,6 +54,125 @@ _TTL = "SELECT monitoring.cache_ttl(%s, %s)"
 _EXPIRE = "SELECT monitoring.cache_expire(%s, %s::interval, %s)"
 
 _Encoded = tuple[Optional[str], Optional[bytes], str]
+
+# The synchronous client's calls on an idle autocommit connection skip psycopg's cursor
+# machinery, which costs the client about as much CPU as the cache function costs the server
+# (more with several clients per core): a statement prepared once per connection, run with
+# libpq's exec_prepared, results in binary. Anything else (an error, a lost connection, a
+# statement dropped by DEALLOCATE or DISCARD) runs the same call again through a cursor, which
+# raises psycopg's own exceptions: the call failed as a whole, so running it again is a retry.
+_TEXT_ARRAY_OID = 1009
+_FAST_STATEMENTS: dict[bytes, tuple[bytes, list[int] | None]] = {
+    b"pg_observe_cache_get": (b"SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry($1, $2)", None),
+    b"pg_observe_cache_set": (b"SELECT monitoring.cache_set($1, $2::jsonb, $3::interval, $4)", None),
+    b"pg_observe_cache_delete": (b"SELECT monitoring.cache_delete($1, $2)", None),
+    b"pg_observe_cache_get_many": (b"SELECT json_values, other_keys, other_values, other_types"
+                                   b" FROM monitoring.cache_get_many_packed($1, $2)", [_TEXT_ARRAY_OID, 0]),
+    b"pg_observe_cache_set_many": (b"SELECT monitoring.cache_set_many($1::jsonb, $2::interval, $3)", None),
+    b"pg_observe_cache_delete_many": (b"SELECT monitoring.cache_delete_many($1, $2)", [_TEXT_ARRAY_OID, 0]),
+}
+# per connection: the statements prepared on it, or None where the fast path is off
+_prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes] | None] = weakref.WeakKeyDictionary()
+_OK = psycopg.pq.ExecStatus.TUPLES_OK
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+_PIPELINE_OFF = psycopg.pq.PipelineStatus.OFF
+_BINARY = psycopg.pq.Format.BINARY
+_ARRAY_HEADER = struct.Struct("!iiI")
+_ARRAY_DIMENSION = struct.Struct("!ii")
+_INT4 = struct.Struct("!i")
+_POLL = getattr(select, "poll", None)   # not on Windows: cursors there
+
+
+def _fast(conn: psycopg.Connection, name: bytes, params: list[bytes | None]) -> psycopg.pq.abc.PGresult | None:
+    """The result of a prepared call, or None: then the caller uses a cursor."""
+    if not conn.autocommit or _POLL is None:
+        return None
+    prepared = _prepared.get(conn, ())
+    if prepared is None:
+        return None
+    with conn.lock:
+        pgconn = conn.pgconn
+        if pgconn.transaction_status != _IDLE or pgconn.pipeline_status != _PIPELINE_OFF:
+            return None
+        sql, types = _FAST_STATEMENTS[name]
+        if name not in prepared:
+            if pgconn.prepare(name, sql, types).status != psycopg.pq.ExecStatus.COMMAND_OK:
+                _prepared[conn] = None   # a statement of the user's has the name: this connection uses cursors
+                return None
+            prepared = _prepared.setdefault(conn, set())
+            assert prepared is not None
+            prepared.add(name)
+        formats = [_BINARY if t == _TEXT_ARRAY_OID else 0 for t in types] if types else None
+        try:
+            pgconn.send_query_prepared(name, params, formats, result_format=_BINARY)
+            result = _result(pgconn)
+        except psycopg.OperationalError:
+            return None   # the connection is lost: the cursor says so
+        except BaseException:
+            # Ctrl-C while the server works (a lock wait, say): cancel the call, as psycopg does
+            with contextlib.suppress(Exception):
+                pgconn.get_cancel().cancel()
+                while pgconn.get_result() is not None:
+                    pass
+            raise
+        if result is None or result.status != _OK:
+            # Dropped (DISCARD ALL), or its plan outdated by an upgrade, or a bad argument: prepared
+            # anew at the next call. The cursor reports the error, if it is one.
+            prepared.discard(name)
+            if pgconn.transaction_status == _IDLE:
+                pgconn.exec_(b"DEALLOCATE " + name)
+            return None
+        return result
+
+
+def _result(pgconn: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult | None:
+    """Waits for the result of the query sent, in poll() (a Python call, so Ctrl-C interrupts it)."""
+    poller = _POLL()
+    poller.register(pgconn.socket, select.POLLIN)
+    if pgconn.flush():   # a large value: send the rest as the server reads
+        poller.modify(pgconn.socket, select.POLLIN | select.POLLOUT)
+        while pgconn.flush():
+            poller.poll()
+            pgconn.consume_input()
+        poller.modify(pgconn.socket, select.POLLIN)
+    pgconn.consume_input()
+    while pgconn.is_busy():
+        poller.poll()
+        pgconn.consume_input()
+    result = pgconn.get_result()
+    while pgconn.get_result() is not None:   # one statement, one result; then libpq says done
+        pass
+    return result
+
+
+def _interval(delta: datetime.timedelta | None) -> bytes | None:
+    if delta is None:
+        return None
+    return b"%d days %d seconds %d microseconds" % (delta.days, delta.seconds, delta.microseconds)
+
+
+def _text_array(values: list[str]) -> bytes:
+    """A text[] in PostgreSQL's binary format (psycopg's text format quotes every element)."""
+    encoded = [v.encode() for v in values]
+    parts = [_ARRAY_HEADER.pack(1, 0, 25), _ARRAY_DIMENSION.pack(len(encoded), 1)]
+    for e in encoded:
+        parts.append(_INT4.pack(len(e)))
+        parts.append(e)
+    return b"".join(parts)
+
+
+def _binary_array(data: bytes) -> list[bytes]:
+    """The elements of a one-dimensional array without NULLs, in binary (text and bytea alike)."""
+    ndim = _INT4.unpack_from(data, 0)[0]
+    if ndim == 0:
+        return []
+    count = _INT4.unpack_from(data, 12)[0]
+    offset, elements = 20, []
+    for _ in range(count):
+        size = _INT4.unpack_from(data, offset)[0]
+        elements.append(data[offset + 4:offset + 4 + size])
+        offset += 4 + size
+    return elements
 
 
 def _key(key: object) -> str:
@@ -356,23 +478,51 @@ class SyncPostgresCache:
     def _scalar(self, query: str, params: tuple[Any, ...]) -> Any:
         return self._rows(query, params)[0][0]
 
+    def _fast(self, name: bytes, params: list[bytes | None]) -> psycopg.pq.abc.PGresult | None:
+        if self._conn is not None:
+            return _fast(self._conn, name, params)
+        assert self._pool is not None
+        with self._connection() as conn:
+            return _fast(conn, name, params)
+
     def get(self, key: str, default: Any = None) -> Any:
         """The value of a live key; ``default`` when it is absent or expired."""
-        rows = self._rows(_GET, (_key(key), self.namespace))
-        return _decode(*rows[0]) if rows else default
+        key = _key(key)
+        result = self._fast(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()])
+        if result is None:
+            rows = self._rows(_GET, (key, self.namespace))
+            return _decode(*rows[0]) if rows else default
+        if not result.ntuples:
+            return default
+        value_type = result.get_value(0, 2)
+        if value_type == b"json":
+            return json.loads(result.get_value(0, 0)[1:])   # binary jsonb: a version byte, then the text
+        return _decode(None, result.get_value(0, 1), value_type.decode())
 
     def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
         """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
         query, params = _set_params(key, value, ttl, self.namespace)
+        if query is _SET_JSON and self._fast(b"pg_observe_cache_set",
+                                             [params[0].encode(), params[1].encode(), _interval(params[2]),
+                                              self.namespace.encode()]) is not None:
+            return
         self._rows(query, params)
 
     def delete(self, key: str) -> bool:
         """Deletes a key; True when it was there (and not expired)."""
-        return bool(self._scalar(_DELETE, (_key(key), self.namespace)))
+        key = _key(key)
+        result = self._fast(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()])
+        if result is None:
+            return bool(self._scalar(_DELETE, (key, self.namespace)))
+        return result.get_value(0, 0) == b"\x01"
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Deletes keys in one call; how many were there."""
-        return int(self._scalar(_DELETE_MANY, (_keys(keys), self.namespace)))
+        wanted = _keys(keys)
+        result = self._fast(b"pg_observe_cache_delete_many", [_text_array(wanted), self.namespace.encode()])
+        if result is None:
+            return int(self._scalar(_DELETE_MANY, (wanted, self.namespace)))
+        return int(_INT4.unpack(result.get_value(0, 0))[0])
 
     def delete_pattern(self, pattern: str) -> int:
         """Deletes the keys matching a Redis glob (``user:*``, ``?``, ``[abc]``, ``\\*``); how many."""
@@ -389,14 +539,29 @@ class SyncPostgresCache:
     def set_many(self, entries: Mapping[str, Any], ttl: Ttl = None) -> int:
         """Stores every key: value of the mapping in one call, with one TTL; how many."""
         call = _set_many_params(entries, ttl, self.namespace)
-        return int(self._scalar(*call)) if call else 0
+        if call is None:
+            return 0
+        query, params = call
+        if query is _SET_MANY_JSON:
+            result = self._fast(b"pg_observe_cache_set_many",
+                                [params[0].encode(), _interval(params[1]), self.namespace.encode()])
+            if result is not None:
+                return int(_INT4.unpack(result.get_value(0, 0))[0])
+        return int(self._scalar(query, params))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The live keys among ``keys`` and their values, in one call (absent keys are left out)."""
         wanted = _keys(keys)
         if not wanted:
             return {}
-        return _found(wanted, self._rows(_GET_MANY, (wanted, self.namespace))[0])
+        result = self._fast(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()])
+        if result is None:
+            return _found(wanted, self._rows(_GET_MANY, (wanted, self.namespace))[0])
+        other_keys = _binary_array(result.get_value(0, 1))
+        row = (json.loads(result.get_value(0, 0)),
+               [k.decode() for k in other_keys], _binary_array(result.get_value(0, 2)),
+               [t.decode() for t in _binary_array(result.get_value(0, 3))])
+        return _found(wanted, row)
 
     def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""

@@ -1,0 +1,189 @@
+"""The synchronous cache client's prepared-statement path (0.13.0): on an idle autocommit
+connection SyncPostgresCache runs get, set, delete and the three batches with libpq's
+exec_prepared instead of a cursor. These tests check that the path is taken, that it gives
+what the cursor gives, and that everything else falls back to the cursor: statements dropped
+by DEALLOCATE or DISCARD, a user's statement of the same name, errors, a lost connection, a
+transaction, Ctrl-C in a lock wait, threads sharing one connection."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import psycopg
+import pytest
+from pg_observe import SyncPostgresCache
+from psycopg import errors as pg_errors
+
+FAST = ("pg_observe_cache_get", "pg_observe_cache_set", "pg_observe_cache_delete",
+        "pg_observe_cache_get_many", "pg_observe_cache_set_many", "pg_observe_cache_delete_many")
+
+
+def prepared(conn: psycopg.Connection) -> set[str]:
+    """The cache's statements prepared on this connection (read through a cursor)."""
+    rows = conn.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'pg_observe_cache_%'").fetchall()
+    return {r[0] for r in rows}
+
+
+def exercise(cache: SyncPostgresCache) -> dict:
+    """Every fast call once, with values of every kind; what they returned."""
+    out: dict = {}
+    cache.set("json", {"a": [1, 2.5, None, "é"]}, ttl=60)
+    cache.set("bytes", b"\x00\xff raw")
+    cache.set("nul", "a\x00b")
+    cache.set("forever", 7)
+    out["get"] = [cache.get(k) for k in ("json", "bytes", "nul", "forever")]
+    out["missing"] = cache.get("nope", "default")
+    out["set_many"] = cache.set_many({"m1": 1, "m2": {"x": "y"}, "m3": "three"}, ttl=60)
+    out["get_many"] = cache.get_many(["m1", "bytes", "m2", "nope", "nul", "m3", "m1"])
+    out["get_many_empty"] = cache.get_many(["nope1", "nope2"])
+    out["delete"] = (cache.delete("forever"), cache.delete("forever"))
+    out["delete_many"] = cache.delete_many(["m1", "m2", "nope"])
+    out["after"] = cache.get_many(["m1", "m2", "m3"])
+    return out
+
+
+EXPECTED = {
+    "get": [{"a": [1, 2.5, None, "é"]}, b"\x00\xff raw", "a\x00b", 7],
+    "missing": "default",
+    "set_many": 3,
+    "get_many": {"m1": 1, "bytes": b"\x00\xff raw", "m2": {"x": "y"}, "nul": "a\x00b", "m3": "three"},
+    "get_many_empty": {},
+    "delete": (True, False),
+    "delete_many": 2,
+    "after": {"m3": "three"},
+}
+
+
+def test_the_fast_path_is_taken_and_gives_what_the_cursor_gives(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert exercise(SyncPostgresCache(conn, namespace="fast")) == EXPECTED
+        assert prepared(conn) == set(FAST), "every call ran its prepared statement"
+    with psycopg.connect(dsn) as conn:   # in a transaction: cursors only
+        assert exercise(SyncPostgresCache(conn, namespace="cursor")) == EXPECTED
+        assert prepared(conn) == set()
+        conn.commit()
+
+
+@pytest.mark.parametrize("drop", ["DEALLOCATE ALL", "DISCARD ALL", "DEALLOCATE pg_observe_cache_get"])
+def test_statements_dropped_under_the_client(dsn: str, drop: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cache = SyncPostgresCache(conn)
+        cache.set("k", "v")
+        assert cache.get("k") == "v"
+        conn.execute(drop)
+        assert cache.get("k") == "v", "the cursor answers the call whose statement was gone"
+        assert cache.get("k") == "v"
+        assert "pg_observe_cache_get" in prepared(conn), "prepared again"
+
+
+def test_a_users_statement_of_the_same_name_is_left_alone(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.pgconn.exec_(b"PREPARE pg_observe_cache_get(text, text) AS SELECT 'mine'::text, $1, $2")
+        cache = SyncPostgresCache(conn)
+        cache.set("k", {"v": 1})
+        assert cache.get("k") == {"v": 1}
+        assert cache.get("k") == {"v": 1}
+        statement, = conn.execute("SELECT statement FROM pg_prepared_statements"
+                                  " WHERE name = 'pg_observe_cache_get'").fetchone()
+        assert "'mine'" in statement, "the user's statement is not replaced"
+
+
+def test_errors_are_psycopgs_own_and_the_path_stays_on(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cache = SyncPostgresCache(conn)
+        cache.set("k", 1)
+        with pytest.raises(pg_errors.ProgramLimitExceeded, match="longer than the limit of 1024 bytes"):
+            cache.set("x" * 2000, 1)
+        with pytest.raises(pg_errors.ProgramLimitExceeded):
+            cache.set_many({"y" * 2000: 1})
+        with pytest.raises(pg_errors.InvalidParameterValue, match="namespace"):
+            SyncPostgresCache(conn, namespace="n" * 65).delete_many(["k"])
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert cache.get("k") == 1
+        cache.set("k", 2)
+        assert cache.set_many({"k": 3, "l": 4}) == 2
+        assert cache.get_many(["k", "l"]) == {"k": 3, "l": 4}
+        assert {"pg_observe_cache_get", "pg_observe_cache_set", "pg_observe_cache_set_many",
+                "pg_observe_cache_get_many"} <= prepared(conn), "prepared again after the errors"
+
+
+def test_a_lost_connection_raises_operational_error(dsn: str) -> None:
+    conn = psycopg.connect(dsn, autocommit=True)
+    cache = SyncPostgresCache(conn)
+    cache.set("k", 1)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+    time.sleep(0.2)
+    with pytest.raises(psycopg.OperationalError):
+        cache.get("k")
+    conn.close()
+
+
+def test_ctrl_c_in_a_lock_wait_cancels_the_call(dsn: str) -> None:
+    """A set waiting for a row another transaction holds: Ctrl-C (SIGINT) interrupts it, the
+    server cancels it, and the connection is usable afterwards."""
+    with psycopg.connect(dsn, autocommit=True) as conn, psycopg.connect(dsn) as holder:
+        cache = SyncPostgresCache(conn)
+        cache.set("locked", "before")
+        SyncPostgresCache(holder).set("locked", "holder's")   # holds the row until rollback
+        # a real SIGINT to the main thread, as Ctrl-C sends: it must wake the wait for the server
+        timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+        # should the wait not be interrupted, the holder ends after 10 s and the test fails below
+        holder_pid = holder.info.backend_pid
+        release = threading.Timer(10, lambda: psycopg.connect(dsn, autocommit=True).execute(
+            "SELECT pg_terminate_backend(%s)", (holder_pid,)))
+        started = time.monotonic()
+        timer.start()
+        release.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                cache.set("locked", "waiting")
+        finally:
+            timer.cancel()
+            release.cancel()
+        assert time.monotonic() - started < 5, "Ctrl-C did not interrupt the wait"
+        holder.rollback()
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert cache.get("locked") == "before", "the cancelled set did not happen"
+        cache.set("locked", "after")
+        assert cache.get("locked") == "after"
+
+
+def test_threads_sharing_one_connection_get_their_own_answers(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cache = SyncPostgresCache(conn)
+        cache.set_many({f"t{n}": n for n in range(8)})
+        wrong: list[tuple[int, object]] = []
+
+        def worker(n: int) -> None:
+            for i in range(200):
+                got = cache.get(f"t{n}")
+                if got != n:
+                    wrong.append((n, got))
+                if i % 50 == 0:
+                    many = cache.get_many([f"t{n}", f"t{(n + 1) % 8}"])
+                    if many != {f"t{n}": n, f"t{(n + 1) % 8}": (n + 1) % 8}:
+                        wrong.append((n, many))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert wrong == []
+
+
+def test_hostile_keys_and_values_on_the_fast_path(dsn: str) -> None:
+    """Quotes, backslashes, braces and commas are array syntax in text form: the binary arrays
+    carry them as they are."""
+    keys = ['a"b', "c\\d", "{e,f}", "NULL", "", " spaced ", "ünï", "x" * 1024]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cache = SyncPostgresCache(conn)
+        assert cache.set_many({k: k for k in keys}) == len(keys)
+        assert cache.get_many(keys) == {k: k for k in keys}
+        assert [cache.get(k) for k in keys] == keys
+        assert cache.delete_many(keys) == len(keys)
+        assert cache.get_many(keys) == {}
+        assert "pg_observe_cache_get_many" in prepared(conn)
