@@ -11,7 +11,8 @@ psql -X -q -d pg_observe_bench -c "SET client_min_messages = warning" -c "CREATE
 # the settings that move write figures most, stated with every run (not a figure: no ratio)
 psql -X -q -At -d postgres -c "SELECT json_build_object('name', 'cluster_settings', 'settings',
   json_object_agg(name, setting ORDER BY name)) FROM pg_settings
-  WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'server_version')"
+  WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'server_version',
+                 'wal_writer_flush_after')"
 export PG_OBSERVE_BENCH_DSN="host=$PGHOST port=$PGPORT user=postgres dbname=pg_observe_bench"
 # PG_OBSERVE_BENCH_ONLY=operations runs test/bench/bench_operations.py alone
 for bench in test/bench/bench_${PG_OBSERVE_BENCH_ONLY:-*}.py; do

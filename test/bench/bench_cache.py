@@ -249,6 +249,7 @@ def main() -> None:
             server = {"pg_transport": "unix socket" if conn.info.host.startswith("/") else "tcp " + conn.info.host,
                       "pg_fsync": setting(conn, "fsync"), "pg_synchronous_commit": setting(conn, "synchronous_commit"),
                       "pg_shared_buffers": setting(conn, "shared_buffers"),
+                      "pg_wal_writer_flush_after": setting(conn, "wal_writer_flush_after"),
                       "pg_version": setting(conn, "server_version")}
         r = Resp(port)
         r.pipeline([("SET", f"{NAMESPACE}:user:{i}", json.dumps(value_for(i)), "EX", TTL) for i in range(KEYS)])
