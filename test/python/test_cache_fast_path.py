@@ -1,20 +1,22 @@
-"""The synchronous cache client's prepared-statement path (0.13.0): on an idle autocommit
-connection SyncPostgresCache runs get, set, delete and the three batches with libpq's
-exec_prepared instead of a cursor. These tests check that the path is taken, that it gives
+"""The cache clients' prepared-statement path (0.13.0): on an idle autocommit connection
+SyncPostgresCache and PostgresCache run get, set, delete and the three batches as prepared
+statements with libpq instead of through a cursor. These tests check that the path is taken, that it gives
 what the cursor gives, and that everything else falls back to the cursor: statements dropped
 by DEALLOCATE or DISCARD, a user's statement of the same name, errors, a lost connection, a
 transaction, Ctrl-C in a lock wait, threads sharing one connection."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
 
 import psycopg
 import pytest
-from pg_observe import SyncPostgresCache
+from pg_observe import PostgresCache, SyncPostgresCache
 from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool
 
 FAST = ("pg_observe_cache_get", "pg_observe_cache_set", "pg_observe_cache_delete",
         "pg_observe_cache_get_many", "pg_observe_cache_set_many", "pg_observe_cache_delete_many")
@@ -187,3 +189,74 @@ def test_hostile_keys_and_values_on_the_fast_path(dsn: str) -> None:
         assert cache.delete_many(keys) == len(keys)
         assert cache.get_many(keys) == {}
         assert "pg_observe_cache_get_many" in prepared(conn)
+
+
+# ---------------------------------------------------------------- the asyncio client
+
+async def aexercise(cache: PostgresCache) -> dict:
+    """exercise() through PostgresCache."""
+    out: dict = {}
+    await cache.set("json", {"a": [1, 2.5, None, "é"]}, ttl=60)
+    await cache.set("bytes", b"\x00\xff raw")
+    await cache.set("nul", "a\x00b")
+    await cache.set("forever", 7)
+    out["get"] = [await cache.get(k) for k in ("json", "bytes", "nul", "forever")]
+    out["missing"] = await cache.get("nope", "default")
+    out["set_many"] = await cache.set_many({"m1": 1, "m2": {"x": "y"}, "m3": "three"}, ttl=60)
+    out["get_many"] = await cache.get_many(["m1", "bytes", "m2", "nope", "nul", "m3", "m1"])
+    out["get_many_empty"] = await cache.get_many(["nope1", "nope2"])
+    out["delete"] = (await cache.delete("forever"), await cache.delete("forever"))
+    out["delete_many"] = await cache.delete_many(["m1", "m2", "nope"])
+    out["after"] = await cache.get_many(["m1", "m2", "m3"])
+    return out
+
+
+async def aprepared(conn: psycopg.AsyncConnection) -> set[str]:
+    cur = await conn.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'pg_observe_cache_%'")
+    return {r[0] for r in await cur.fetchall()}
+
+
+def test_async_fast_path_gives_what_the_cursor_gives(dsn: str) -> None:
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            assert await aexercise(PostgresCache(conn, namespace="afast")) == EXPECTED
+            assert await aprepared(conn) == set(FAST)
+            await conn.execute("DISCARD ALL")
+            cache = PostgresCache(conn, namespace="afast")
+            await cache.set("k", "v")
+            assert await cache.get("k") == "v"
+            with pytest.raises(pg_errors.ProgramLimitExceeded):
+                await cache.set("x" * 2000, 1)
+            await cache.set("k", "w")
+            assert await cache.get("k") == "w"
+            assert {"pg_observe_cache_get", "pg_observe_cache_set"} <= await aprepared(conn)
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:   # a transaction: cursors
+            assert await aexercise(PostgresCache(conn, namespace="acursor")) == EXPECTED
+            assert await aprepared(conn) == set()
+            await conn.commit()
+        async with AsyncConnectionPool(dsn, min_size=2, max_size=2, open=False) as pool:   # not autocommit
+            caches = [PostgresCache(pool, namespace=f"apool{n}") for n in range(8)]
+            results = await asyncio.gather(*(aexercise(c) for c in caches))
+            assert results == [EXPECTED] * 8
+
+    asyncio.run(main())
+
+
+def test_async_cancelled_call_in_a_lock_wait_is_cancelled_on_the_server(dsn: str) -> None:
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn, \
+                await psycopg.AsyncConnection.connect(dsn) as holder:
+            cache = PostgresCache(conn)
+            await cache.set("locked", "before")
+            await PostgresCache(holder).set("locked", "holder's")   # holds the row until rollback
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(cache.set("locked", "waiting"), timeout=0.5)
+            assert time.monotonic() - started < 5
+            await holder.rollback()
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert await cache.get("locked") == "before", "the cancelled set did not happen"
+            await cache.set("locked", "after")
+            assert await cache.get("locked") == "after"
+
+    asyncio.run(main())

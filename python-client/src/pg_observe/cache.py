@@ -12,7 +12,8 @@ one). ``ttl`` is in seconds (int or float) or a ``timedelta``; ``None`` means ne
 Connections: a pool's connection is switched to autocommit while the call runs, so that each
 call is one round trip and commits on its own. A connection you pass is used as it is: in
 autocommit mode every call commits on its own; otherwise the calls join its transaction,
-which you commit.
+which you commit. On an idle autocommit connection the common calls run as statements
+prepared once per connection, without psycopg's cursors (see _fast(); docs/cache.md).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ _FAST_STATEMENTS: dict[bytes, tuple[bytes, list[int] | None]] = {
     b"pg_observe_cache_delete_many": (b"SELECT monitoring.cache_delete_many($1, $2)", [_TEXT_ARRAY_OID, 0]),
 }
 # per connection: the statements prepared on it, or None where the fast path is off
-_prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes] | None] = weakref.WeakKeyDictionary()
+_prepared: weakref.WeakKeyDictionary[psycopg.Connection | psycopg.AsyncConnection, set[bytes] | None] = (
+    weakref.WeakKeyDictionary())
 _OK = psycopg.pq.ExecStatus.TUPLES_OK
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _PIPELINE_OFF = psycopg.pq.PipelineStatus.OFF
@@ -115,7 +117,7 @@ def _fast(conn: psycopg.Connection, name: bytes, params: list[bytes | None]) -> 
                 while pgconn.get_result() is not None:
                     pass
             raise
-        if result is None or result.status != _OK:
+        if result.status != _OK:
             # Dropped (DISCARD ALL), or its plan outdated by an upgrade, or a bad argument: prepared
             # anew at the next call. The cursor reports the error, if it is one.
             prepared.discard(name)
@@ -125,8 +127,8 @@ def _fast(conn: psycopg.Connection, name: bytes, params: list[bytes | None]) -> 
         return result
 
 
-def _result(pgconn: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult | None:
-    """Waits for the result of the query sent, in poll() (a Python call, so Ctrl-C interrupts it)."""
+def _result(pgconn: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult:
+    """The first result of the query sent, waiting in poll() (a Python call: Ctrl-C interrupts it)."""
     poller = _POLL()
     poller.register(pgconn.socket, select.POLLIN)
     if pgconn.flush():   # a large value: send the rest as the server reads
@@ -135,14 +137,102 @@ def _result(pgconn: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult | None:
             poller.poll()
             pgconn.consume_input()
         poller.modify(pgconn.socket, select.POLLIN)
-    pgconn.consume_input()
-    while pgconn.is_busy():
-        poller.poll()
+    first = None
+    while True:   # one statement: its result, then libpq's end of results
         pgconn.consume_input()
-    result = pgconn.get_result()
-    while pgconn.get_result() is not None:   # one statement, one result; then libpq says done
-        pass
-    return result
+        while pgconn.is_busy():
+            poller.poll()
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if first is None:
+            first = result
+    assert first is not None
+    return first
+
+
+async def _afast(conn: psycopg.AsyncConnection, name: bytes,
+                 params: list[bytes | None]) -> psycopg.pq.abc.PGresult | None:
+    """_fast() for asyncio: the waits are the event loop's."""
+    if not conn.autocommit or _POLL is None:
+        return None
+    prepared = _prepared.get(conn, ())
+    if prepared is None:
+        return None
+    async with conn.lock:
+        pgconn = conn.pgconn
+        if pgconn.transaction_status != _IDLE or pgconn.pipeline_status != _PIPELINE_OFF:
+            return None
+        sql, types = _FAST_STATEMENTS[name]
+        try:
+            if name not in prepared:
+                pgconn.send_prepare(name, sql, types)
+                if (await _aresult(pgconn)).status != psycopg.pq.ExecStatus.COMMAND_OK:
+                    _prepared[conn] = None   # a statement of the user's has the name: this connection uses cursors
+                    return None
+                prepared = _prepared.setdefault(conn, set())
+                assert prepared is not None
+                prepared.add(name)
+            formats = [_BINARY if t == _TEXT_ARRAY_OID else 0 for t in types] if types else None
+            pgconn.send_query_prepared(name, params, formats, result_format=_BINARY)
+            result = await _aresult(pgconn)
+        except psycopg.OperationalError:
+            return None   # the connection is lost: the cursor says so
+        except BaseException:
+            # the task cancelled (a timeout, say) while the server works: cancel the call too
+            with contextlib.suppress(Exception):
+                pgconn.get_cancel().cancel()
+                await _aresult(pgconn)
+            raise
+        if result.status != _OK:
+            prepared.discard(name)   # see _fast()
+            if pgconn.transaction_status == _IDLE:
+                pgconn.send_query(b"DEALLOCATE " + name)
+                await _aresult(pgconn)
+            return None
+        return result
+
+
+async def _aresult(pgconn: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult:
+    """The first result of the query sent, read as the event loop says the socket is ready."""
+    loop = asyncio.get_running_loop()
+    fd = pgconn.socket
+    while pgconn.flush():
+        await _ready(loop, fd, write=True)
+        pgconn.consume_input()
+    first = None
+    while True:
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            await _ready(loop, fd, write=False)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        first = first or result
+    assert first is not None
+    return first
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if write:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
 
 
 def _interval(delta: datetime.timedelta | None) -> bytes | None:
@@ -173,6 +263,34 @@ def _binary_array(data: bytes) -> list[bytes]:
         elements.append(data[offset + 4:offset + 4 + size])
         offset += 4 + size
     return elements
+
+
+def _entry(result: psycopg.pq.abc.PGresult, default: Any) -> Any:
+    """get()'s value from a binary row of cache_get_entry (value, value_bytes, value_type)."""
+    if not result.ntuples:
+        return default
+    value_type = result.get_value(0, 2)
+    if value_type == b"json":
+        return json.loads(result.get_value(0, 0)[1:])   # binary jsonb: a version byte, then the text
+    return _decode(None, result.get_value(0, 1), value_type.decode())
+
+
+def _packed_row(result: psycopg.pq.abc.PGresult) -> tuple[Any, ...]:
+    """cache_get_many_packed's binary row as the cursor gives it."""
+    return (json.loads(result.get_value(0, 0)),
+            [k.decode() for k in _binary_array(result.get_value(0, 1))],
+            _binary_array(result.get_value(0, 2)),
+            [t.decode() for t in _binary_array(result.get_value(0, 3))])
+
+
+def _fast_set_params(params: tuple[Any, ...]) -> list[bytes | None]:
+    key, text, delta, namespace = params
+    return [key.encode(), text.encode(), _interval(delta), namespace.encode()]
+
+
+def _fast_set_many_params(params: tuple[Any, ...]) -> list[bytes | None]:
+    text, delta, namespace = params
+    return [text.encode(), _interval(delta), namespace.encode()]
 
 
 def _key(key: object) -> str:
@@ -350,23 +468,41 @@ class PostgresCache:
         rows = await self._rows(query, params)
         return rows[0][0]
 
+    async def _fast(self, name: bytes, params: list[bytes | None]) -> psycopg.pq.abc.PGresult | None:
+        async with self._connection() as conn:
+            return await _afast(conn, name, params)
+
     async def get(self, key: str, default: Any = None) -> Any:
         """The value of a live key; ``default`` when it is absent or expired."""
-        rows = await self._rows(_GET, (_key(key), self.namespace))
-        return _decode(*rows[0]) if rows else default
+        key = _key(key)
+        result = await self._fast(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()])
+        if result is None:
+            rows = await self._rows(_GET, (key, self.namespace))
+            return _decode(*rows[0]) if rows else default
+        return _entry(result, default)
 
     async def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
         """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
         query, params = _set_params(key, value, ttl, self.namespace)
+        if query is _SET_JSON and await self._fast(b"pg_observe_cache_set", _fast_set_params(params)) is not None:
+            return
         await self._rows(query, params)
 
     async def delete(self, key: str) -> bool:
         """Deletes a key; True when it was there (and not expired)."""
-        return bool(await self._scalar(_DELETE, (_key(key), self.namespace)))
+        key = _key(key)
+        result = await self._fast(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()])
+        if result is None:
+            return bool(await self._scalar(_DELETE, (key, self.namespace)))
+        return result.get_value(0, 0) == b"\x01"
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         """Deletes keys in one call; how many were there."""
-        return int(await self._scalar(_DELETE_MANY, (_keys(keys), self.namespace)))
+        wanted = _keys(keys)
+        result = await self._fast(b"pg_observe_cache_delete_many", [_text_array(wanted), self.namespace.encode()])
+        if result is None:
+            return int(await self._scalar(_DELETE_MANY, (wanted, self.namespace)))
+        return int(_INT4.unpack(result.get_value(0, 0))[0])
 
     async def delete_pattern(self, pattern: str) -> int:
         """Deletes the keys matching a Redis glob (``user:*``, ``?``, ``[abc]``, ``\\*``); how many."""
@@ -383,14 +519,24 @@ class PostgresCache:
     async def set_many(self, entries: Mapping[str, Any], ttl: Ttl = None) -> int:
         """Stores every key: value of the mapping in one call, with one TTL; how many."""
         call = _set_many_params(entries, ttl, self.namespace)
-        return int(await self._scalar(*call)) if call else 0
+        if call is None:
+            return 0
+        query, params = call
+        if query is _SET_MANY_JSON:
+            result = await self._fast(b"pg_observe_cache_set_many", _fast_set_many_params(params))
+            if result is not None:
+                return int(_INT4.unpack(result.get_value(0, 0))[0])
+        return int(await self._scalar(query, params))
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The live keys among ``keys`` and their values, in one call (absent keys are left out)."""
         wanted = _keys(keys)
         if not wanted:
             return {}
-        return _found(wanted, (await self._rows(_GET_MANY, (wanted, self.namespace)))[0])
+        result = await self._fast(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()])
+        if result is None:
+            return _found(wanted, (await self._rows(_GET_MANY, (wanted, self.namespace)))[0])
+        return _found(wanted, _packed_row(result))
 
     async def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
@@ -492,19 +638,12 @@ class SyncPostgresCache:
         if result is None:
             rows = self._rows(_GET, (key, self.namespace))
             return _decode(*rows[0]) if rows else default
-        if not result.ntuples:
-            return default
-        value_type = result.get_value(0, 2)
-        if value_type == b"json":
-            return json.loads(result.get_value(0, 0)[1:])   # binary jsonb: a version byte, then the text
-        return _decode(None, result.get_value(0, 1), value_type.decode())
+        return _entry(result, default)
 
     def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
         """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
         query, params = _set_params(key, value, ttl, self.namespace)
-        if query is _SET_JSON and self._fast(b"pg_observe_cache_set",
-                                             [params[0].encode(), params[1].encode(), _interval(params[2]),
-                                              self.namespace.encode()]) is not None:
+        if query is _SET_JSON and self._fast(b"pg_observe_cache_set", _fast_set_params(params)) is not None:
             return
         self._rows(query, params)
 
@@ -543,8 +682,7 @@ class SyncPostgresCache:
             return 0
         query, params = call
         if query is _SET_MANY_JSON:
-            result = self._fast(b"pg_observe_cache_set_many",
-                                [params[0].encode(), _interval(params[1]), self.namespace.encode()])
+            result = self._fast(b"pg_observe_cache_set_many", _fast_set_many_params(params))
             if result is not None:
                 return int(_INT4.unpack(result.get_value(0, 0))[0])
         return int(self._scalar(query, params))
@@ -557,11 +695,7 @@ class SyncPostgresCache:
         result = self._fast(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()])
         if result is None:
             return _found(wanted, self._rows(_GET_MANY, (wanted, self.namespace))[0])
-        other_keys = _binary_array(result.get_value(0, 1))
-        row = (json.loads(result.get_value(0, 0)),
-               [k.decode() for k in other_keys], _binary_array(result.get_value(0, 2)),
-               [t.decode() for t in _binary_array(result.get_value(0, 3))])
-        return _found(wanted, row)
+        return _found(wanted, _packed_row(result))
 
     def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
