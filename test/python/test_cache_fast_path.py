@@ -12,11 +12,12 @@ import signal
 import threading
 import time
 
+import pg_observe.cache
 import psycopg
 import pytest
 from pg_observe import PostgresCache, SyncPostgresCache
 from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 FAST = ("pg_observe_cache_get", "pg_observe_cache_set", "pg_observe_cache_delete",
         "pg_observe_cache_get_many", "pg_observe_cache_set_many", "pg_observe_cache_delete_many")
@@ -134,8 +135,11 @@ def test_ctrl_c_in_a_lock_wait_cancels_the_call(dsn: str) -> None:
         timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
         # should the wait not be interrupted, the holder ends after 10 s and the test fails below
         holder_pid = holder.info.backend_pid
-        release = threading.Timer(10, lambda: psycopg.connect(dsn, autocommit=True).execute(
-            "SELECT pg_terminate_backend(%s)", (holder_pid,)))
+        def end_holder() -> None:
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (holder_pid,))
+
+        release = threading.Timer(10, end_holder)
         started = time.monotonic()
         timer.start()
         release.start()
@@ -153,13 +157,23 @@ def test_ctrl_c_in_a_lock_wait_cancels_the_call(dsn: str) -> None:
         assert cache.get("locked") == "after"
 
 
+def registered(conn: psycopg.Connection | psycopg.AsyncConnection) -> set[bytes] | None:
+    """The client's record of the statements it prepared on the connection (None: cursors only)."""
+    return pg_observe.cache._prepared.get(conn, set())
+
+
 def test_threads_sharing_one_connection_get_their_own_answers(dsn: str) -> None:
+    """Eight threads whose first calls on a fresh connection come at once: each gets its own
+    answer, and the path stays on (they do not prepare the same statement twice)."""
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        SyncPostgresCache(setup).set_many({f"t{n}": n for n in range(8)})
     with psycopg.connect(dsn, autocommit=True) as conn:
         cache = SyncPostgresCache(conn)
-        cache.set_many({f"t{n}": n for n in range(8)})
+        barrier = threading.Barrier(8)
         wrong: list[tuple[int, object]] = []
 
         def worker(n: int) -> None:
+            barrier.wait()
             for i in range(200):
                 got = cache.get(f"t{n}")
                 if got != n:
@@ -175,6 +189,77 @@ def test_threads_sharing_one_connection_get_their_own_answers(dsn: str) -> None:
         for t in threads:
             t.join(timeout=60)
         assert wrong == []
+        assert registered(conn) == {b"pg_observe_cache_get", b"pg_observe_cache_get_many"}
+
+
+def test_every_call_runs_once_and_is_counted_once(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cache = SyncPostgresCache(conn, namespace="once")
+        cache.set("a", 1)
+        for _ in range(5):
+            assert cache.get("a") == 1
+        for _ in range(3):
+            assert cache.get("absent") is None
+        assert cache.get_many(["a", "absent"]) == {"a": 1}
+        conn.execute("SELECT monitoring.cache_flush_stats()")
+        assert registered(conn) == {b"pg_observe_cache_set", b"pg_observe_cache_get", b"pg_observe_cache_get_many"}
+    with psycopg.connect(dsn) as other:
+        row = other.execute("SELECT hits, misses, sets FROM monitoring.cache_stats WHERE namespace = 'once'").fetchone()
+    assert row == (6, 4, 1)
+
+
+def test_a_lost_pool_connection_raises_and_the_call_is_not_repeated(dsn: str) -> None:
+    with ConnectionPool(dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        cache = SyncPostgresCache(pool)
+        cache.set("k", 1)
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.2)
+        with pytest.raises(psycopg.OperationalError):
+            cache.delete("k")
+        assert cache.delete("k") is True, "the failed call deleted nothing; the pool's next connection does"
+
+
+@pytest.mark.parametrize("kwargs", [{"client_encoding": "LATIN1"}, {"prepare_threshold": None}])
+def test_connections_the_path_must_not_use(dsn: str, kwargs: dict) -> None:
+    """A client encoding other than UTF8 (the bytes would be read as LATIN1), or prepared
+    statements switched off (PgBouncer in transaction mode): cursors."""
+    with psycopg.connect(dsn, autocommit=True, **kwargs) as conn:
+        cache = SyncPostgresCache(conn)
+        cache.set("clé", {"valeur": "été"})
+        assert cache.get("clé") == {"valeur": "été"}
+        assert cache.get_many(["clé"]) == {"clé": {"valeur": "été"}}
+        assert prepared(conn) == set()
+    with psycopg.connect(dsn, autocommit=True) as utf8:
+        assert SyncPostgresCache(utf8).get("clé") == {"valeur": "été"}, "stored as the characters given"
+
+
+def test_a_statement_prepared_by_an_interrupted_call_is_taken_over(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        sql, types = pg_observe.cache._FAST_STATEMENTS[b"pg_observe_cache_get"]
+        conn.pgconn.prepare(b"pg_observe_cache_get", sql, types)   # as if Ctrl-C came before the client knew
+        cache = SyncPostgresCache(conn)
+        cache.set("k", 1)
+        assert cache.get("k") == 1
+        assert b"pg_observe_cache_get" in registered(conn)
+
+
+def test_notifications_reach_the_handlers(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn, psycopg.connect(dsn, autocommit=True) as other:
+        heard: list[str] = []
+        conn.add_notify_handler(lambda n: heard.append(n.payload))
+        conn.execute("LISTEN cache_test")
+        cache = SyncPostgresCache(conn)
+        cache.set("k", 1)
+        other.execute("NOTIFY cache_test, 'hello'")
+        deadline = time.monotonic() + 5
+        while not heard and time.monotonic() < deadline:
+            assert cache.get("k") == 1
+            time.sleep(0.05)
+        assert heard == ["hello"]
+        assert b"pg_observe_cache_get" in registered(conn)
 
 
 def test_hostile_keys_and_values_on_the_fast_path(dsn: str) -> None:
@@ -234,6 +319,11 @@ def test_async_fast_path_gives_what_the_cursor_gives(dsn: str) -> None:
             assert await aexercise(PostgresCache(conn, namespace="acursor")) == EXPECTED
             assert await aprepared(conn) == set()
             await conn.commit()
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:   # first calls at once
+            cache = PostgresCache(conn, namespace="afast")
+            got = await asyncio.gather(*(cache.get(k, k) for k in ("json", "m3", "x", "y")))
+            assert got == [{"a": [1, 2.5, None, "é"]}, "three", "x", "y"]
+            assert registered(conn) == {b"pg_observe_cache_get"}
         async with AsyncConnectionPool(dsn, min_size=2, max_size=2, open=False) as pool:   # not autocommit
             caches = [PostgresCache(pool, namespace=f"apool{n}") for n in range(8)]
             results = await asyncio.gather(*(aexercise(c) for c in caches))
@@ -250,7 +340,7 @@ def test_async_cancelled_call_in_a_lock_wait_is_cancelled_on_the_server(dsn: str
             await cache.set("locked", "before")
             await PostgresCache(holder).set("locked", "holder's")   # holds the row until rollback
             started = time.monotonic()
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(cache.set("locked", "waiting"), timeout=0.5)
             assert time.monotonic() - started < 5
             await holder.rollback()
@@ -258,5 +348,6 @@ def test_async_cancelled_call_in_a_lock_wait_is_cancelled_on_the_server(dsn: str
             assert await cache.get("locked") == "before", "the cancelled set did not happen"
             await cache.set("locked", "after")
             assert await cache.get("locked") == "after"
+            assert b"pg_observe_cache_set" in registered(conn), "the prepared call was the one cancelled"
 
     asyncio.run(main())

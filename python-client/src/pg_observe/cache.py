@@ -24,8 +24,9 @@ import datetime
 import json
 import select
 import struct
+import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, Optional, Union
 
 import psycopg
@@ -34,10 +35,12 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 Ttl = Union[int, float, datetime.timedelta, None]
 
-_GET = "SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry(%s, %s)"
+# JSON comes as text and is decoded with json.loads on both paths (psycopg's loader may have
+# been replaced with set_json_loads; the prepared calls do not use it).
+_GET = "SELECT value::text, value_bytes, value_type FROM monitoring.cache_get_entry(%s, %s)"
 # Arrays go in binary (%b): psycopg's text format quotes every element in Python, ~40 times slower.
 # One row: the JSON entries as one JSON object (one json.loads, not one per entry), the others as arrays.
-_GET_MANY = ("SELECT json_values, other_keys, other_values, other_types"
+_GET_MANY = ("SELECT json_values::text, other_keys, other_values, other_types"
              " FROM monitoring.cache_get_many_packed(%b::text[], %s)")
 _SET_JSON = "SELECT monitoring.cache_set(%s, %s::jsonb, %s::interval, %s)"
 _SET_BYTES = "SELECT monitoring.cache_set_bytes(%s, %s::bytea, %s::interval, %s, %s)"
@@ -56,12 +59,14 @@ _EXPIRE = "SELECT monitoring.cache_expire(%s, %s::interval, %s)"
 
 _Encoded = tuple[Optional[str], Optional[bytes], str]
 
-# The synchronous client's calls on an idle autocommit connection skip psycopg's cursor
-# machinery, which costs the client about as much CPU as the cache function costs the server
-# (more with several clients per core): a statement prepared once per connection, run with
-# libpq's exec_prepared, results in binary. Anything else (an error, a lost connection, a
-# statement dropped by DEALLOCATE or DISCARD) runs the same call again through a cursor, which
-# raises psycopg's own exceptions: the call failed as a whole, so running it again is a retry.
+# The common calls skip psycopg's cursors on an idle autocommit connection: a cursor costs
+# the client about as much CPU per call as the cache function costs the server, and more with
+# several clients per core. Each call is a statement prepared once per connection, sent with
+# libpq's PQsendQueryPrepared, its results read in binary, the wait in poll() (Ctrl-C
+# interrupts it) or in the event loop. What psycopg would do is done here too: errors raise
+# psycopg's exceptions, an interrupted call is cancelled on the server, notifications reach
+# the connection's handlers. Elsewhere (a transaction, pipeline mode, a client encoding other
+# than UTF8, prepare_threshold None for PgBouncer, Windows) the calls use cursors.
 _TEXT_ARRAY_OID = 1009
 _FAST_STATEMENTS: dict[bytes, tuple[bytes, list[int] | None]] = {
     b"pg_observe_cache_get": (b"SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry($1, $2)", None),
@@ -72,84 +77,158 @@ _FAST_STATEMENTS: dict[bytes, tuple[bytes, list[int] | None]] = {
     b"pg_observe_cache_set_many": (b"SELECT monitoring.cache_set_many($1::jsonb, $2::interval, $3)", None),
     b"pg_observe_cache_delete_many": (b"SELECT monitoring.cache_delete_many($1, $2)", [_TEXT_ARRAY_OID, 0]),
 }
-# per connection: the statements prepared on it, or None where the fast path is off
+_PREPARED_TEXT = b"SELECT statement FROM pg_catalog.pg_prepared_statements WHERE name = $1"
+# per connection: the statements prepared on it, or None where a statement of the user's has
+# one of the names (that connection uses cursors)
 _prepared: weakref.WeakKeyDictionary[psycopg.Connection | psycopg.AsyncConnection, set[bytes] | None] = (
     weakref.WeakKeyDictionary())
-_OK = psycopg.pq.ExecStatus.TUPLES_OK
+_ExecStatus = psycopg.pq.ExecStatus
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _PIPELINE_OFF = psycopg.pq.PipelineStatus.OFF
 _BINARY = psycopg.pq.Format.BINARY
+_SQLSTATE = psycopg.pq.DiagnosticField.SQLSTATE
+_STATEMENT_GONE = b"26000"        # DEALLOCATE, DISCARD ALL: prepare it again and run it (it did not run)
+_PLAN_OUTDATED = b"0A000"         # "cached plan must not change result type" after an upgrade: likewise
+_NAME_TAKEN = b"42P05"
 _ARRAY_HEADER = struct.Struct("!iiI")
 _ARRAY_DIMENSION = struct.Struct("!ii")
 _INT4 = struct.Struct("!i")
 _POLL = getattr(select, "poll", None)   # not on Windows: cursors there
+_NOT_YET: set[bytes] = set()
+_CANCEL_TIMEOUT = 5.0                   # as psycopg's own cancellation
+
+
+def _fast_possible(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
+    """Whether a call may skip the cursor on this connection now (under its lock)."""
+    pgconn = conn.pgconn
+    return (conn.autocommit and _POLL is not None and conn.prepare_threshold is not None
+            and pgconn.transaction_status == _IDLE and pgconn.pipeline_status == _PIPELINE_OFF
+            and pgconn.parameter_status(b"client_encoding") == b"UTF8"
+            and _prepared.get(conn, _NOT_YET) is not None)
+
+
+def _failure(results: list[psycopg.pq.abc.PGresult]) -> psycopg.pq.abc.PGresult | None:
+    """The first error among a call's results: a commit that fails comes after the row."""
+    for result in results:
+        if result.status == _ExecStatus.FATAL_ERROR:
+            return result
+    return None
+
+
+def _raise(conn: psycopg.Connection | psycopg.AsyncConnection, failed: psycopg.pq.abc.PGresult) -> None:
+    raise psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
+
+
+def _deliver_notifies(pgconn: psycopg.pq.abc.PGconn) -> None:
+    """Notifications that arrived with the results, to the connection's handlers (as psycopg)."""
+    while (notify := pgconn.notifies()) is not None:
+        if pgconn.notify_handler:
+            pgconn.notify_handler(notify)
 
 
 def _fast(conn: psycopg.Connection, name: bytes, params: list[bytes | None]) -> psycopg.pq.abc.PGresult | None:
-    """The result of a prepared call, or None: then the caller uses a cursor."""
+    """The result of a prepared call, or None: then this connection uses a cursor."""
     if not conn.autocommit or _POLL is None:
         return None
-    prepared = _prepared.get(conn, ())
-    if prepared is None:
-        return None
     with conn.lock:
-        pgconn = conn.pgconn
-        if pgconn.transaction_status != _IDLE or pgconn.pipeline_status != _PIPELINE_OFF:
+        if not _fast_possible(conn):
             return None
         sql, types = _FAST_STATEMENTS[name]
-        if name not in prepared:
-            if pgconn.prepare(name, sql, types).status != psycopg.pq.ExecStatus.COMMAND_OK:
-                _prepared[conn] = None   # a statement of the user's has the name: this connection uses cursors
-                return None
-            prepared = _prepared.setdefault(conn, set())
-            assert prepared is not None
-            prepared.add(name)
         formats = [_BINARY if t == _TEXT_ARRAY_OID else 0 for t in types] if types else None
-        try:
-            pgconn.send_query_prepared(name, params, formats, result_format=_BINARY)
-            result = _result(pgconn)
-        except psycopg.OperationalError:
-            return None   # the connection is lost: the cursor says so
-        except BaseException:
-            # Ctrl-C while the server works (a lock wait, say): cancel the call, as psycopg does
-            with contextlib.suppress(Exception):
-                pgconn.get_cancel().cancel()
-                while pgconn.get_result() is not None:
-                    pass
-            raise
-        if result.status != _OK:
-            # Dropped (DISCARD ALL), or its plan outdated by an upgrade, or a bad argument: prepared
-            # anew at the next call. The cursor reports the error, if it is one.
-            prepared.discard(name)
-            if pgconn.transaction_status == _IDLE:
-                pgconn.exec_(b"DEALLOCATE " + name)
-            return None
-        return result
+        pgconn = conn.pgconn
+        for attempt in (1, 2):
+            prepared = _prepared.get(conn)
+            if prepared is None:
+                prepared = _prepared[conn] = set()
+            if name not in prepared and not _prepare(conn, name, sql, types, prepared):
+                return None
+            results = _exchange(conn, pgconn.send_query_prepared, name, params, formats, _BINARY)
+            failed = _failure(results)
+            if failed is None:
+                return results[0]
+            state = failed.error_field(_SQLSTATE)
+            if attempt == 1 and state in (_STATEMENT_GONE, _PLAN_OUTDATED):
+                prepared.discard(name)
+                if state == _PLAN_OUTDATED:
+                    _exchange(conn, pgconn.send_query, b"DEALLOCATE " + name)
+                continue
+            _raise(conn, failed)
+        return None   # not reached
 
 
-def _result(pgconn: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult:
-    """The first result of the query sent, waiting in poll() (a Python call: Ctrl-C interrupts it)."""
+def _prepare(conn: psycopg.Connection, name: bytes, sql: bytes, types: list[int] | None, prepared: set[bytes]) -> bool:
+    """Prepares a statement; False when a statement of the user's has the name."""
+    prepared.add(name)   # before the answer: should Ctrl-C come now, a missing statement is found at its run
+    failed = _failure(_exchange(conn, conn.pgconn.send_prepare, name, sql, types))
+    if failed is None:
+        return True
+    prepared.discard(name)
+    if failed.error_field(_SQLSTATE) != _NAME_TAKEN:
+        _raise(conn, failed)
+    results = _exchange(conn, conn.pgconn.send_query_params, _PREPARED_TEXT, [name])
+    if _failure(results) is None and results[0].ntuples and results[0].get_value(0, 0) == sql:
+        prepared.add(name)   # ours, prepared by a call that was interrupted before it knew
+        return True
+    _prepared[conn] = None
+    return False
+
+
+def _exchange(conn: psycopg.Connection, send: Callable[..., None], *args: Any) -> list[psycopg.pq.abc.PGresult]:
+    """Sends with send(*args) and reads every result; Ctrl-C cancels the call on the server."""
+    pgconn = conn.pgconn
+    send(*args)
+    try:
+        results = _results(pgconn)
+    except psycopg.OperationalError:
+        raise
+    except BaseException:
+        _abandon(conn)
+        raise
+    _deliver_notifies(pgconn)
+    return results
+
+
+def _abandon(conn: psycopg.Connection) -> None:
+    """After an interruption: cancel the call and read its answer within 5 s, else close the
+    connection (it could not be used again)."""
+    try:
+        conn.cancel_safe(timeout=_CANCEL_TIMEOUT)
+        _results(conn.pgconn, deadline=time.monotonic() + _CANCEL_TIMEOUT)
+    except BaseException:
+        conn.pgconn.finish()
+
+
+def _results(pgconn: psycopg.pq.abc.PGconn, deadline: float | None = None) -> list[psycopg.pq.abc.PGresult]:
+    """Every result of the query sent, waiting in poll() (a Python call: Ctrl-C interrupts it);
+    with a deadline, TimeoutError when it passes."""
     poller = _POLL()
-    poller.register(pgconn.socket, select.POLLIN)
+    fd = pgconn.socket
+    poller.register(fd, select.POLLIN)
     if pgconn.flush():   # a large value: send the rest as the server reads
-        poller.modify(pgconn.socket, select.POLLIN | select.POLLOUT)
+        poller.modify(fd, select.POLLIN | select.POLLOUT)
         while pgconn.flush():
-            poller.poll()
+            _wait(poller, deadline)
             pgconn.consume_input()
-        poller.modify(pgconn.socket, select.POLLIN)
-    first = None
-    while True:   # one statement: its result, then libpq's end of results
-        pgconn.consume_input()
+        poller.modify(fd, select.POLLIN)
+    # Read first: with several clients per core the answer is often there already, and a read
+    # is cheaper than a poll(). Afterwards read only while libpq needs more.
+    pgconn.consume_input()
+    results = []
+    while True:
         while pgconn.is_busy():
-            poller.poll()
+            _wait(poller, deadline)
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:
-            break
-        if first is None:
-            first = result
-    assert first is not None
-    return first
+            return results
+        results.append(result)
+
+
+def _wait(poller: Any, deadline: float | None) -> None:
+    if deadline is None:
+        poller.poll()
+    elif not poller.poll(max(deadline - time.monotonic(), 0) * 1000):
+        raise TimeoutError("no answer from the server")
 
 
 async def _afast(conn: psycopg.AsyncConnection, name: bytes,
@@ -157,82 +236,110 @@ async def _afast(conn: psycopg.AsyncConnection, name: bytes,
     """_fast() for asyncio: the waits are the event loop's."""
     if not conn.autocommit or _POLL is None:
         return None
-    prepared = _prepared.get(conn, ())
-    if prepared is None:
-        return None
     async with conn.lock:
-        pgconn = conn.pgconn
-        if pgconn.transaction_status != _IDLE or pgconn.pipeline_status != _PIPELINE_OFF:
+        if not _fast_possible(conn):
             return None
         sql, types = _FAST_STATEMENTS[name]
-        try:
-            if name not in prepared:
-                pgconn.send_prepare(name, sql, types)
-                if (await _aresult(pgconn)).status != psycopg.pq.ExecStatus.COMMAND_OK:
-                    _prepared[conn] = None   # a statement of the user's has the name: this connection uses cursors
-                    return None
-                prepared = _prepared.setdefault(conn, set())
-                assert prepared is not None
-                prepared.add(name)
-            formats = [_BINARY if t == _TEXT_ARRAY_OID else 0 for t in types] if types else None
-            pgconn.send_query_prepared(name, params, formats, result_format=_BINARY)
-            result = await _aresult(pgconn)
-        except psycopg.OperationalError:
-            return None   # the connection is lost: the cursor says so
-        except BaseException:
-            # the task cancelled (a timeout, say) while the server works: cancel the call too
-            with contextlib.suppress(Exception):
-                pgconn.get_cancel().cancel()
-                await _aresult(pgconn)
-            raise
-        if result.status != _OK:
-            prepared.discard(name)   # see _fast()
-            if pgconn.transaction_status == _IDLE:
-                pgconn.send_query(b"DEALLOCATE " + name)
-                await _aresult(pgconn)
-            return None
-        return result
+        formats = [_BINARY if t == _TEXT_ARRAY_OID else 0 for t in types] if types else None
+        pgconn = conn.pgconn
+        for attempt in (1, 2):
+            prepared = _prepared.get(conn)
+            if prepared is None:
+                prepared = _prepared[conn] = set()
+            if name not in prepared and not await _aprepare(conn, name, sql, types, prepared):
+                return None
+            results = await _aexchange(conn, pgconn.send_query_prepared, name, params, formats, _BINARY)
+            failed = _failure(results)
+            if failed is None:
+                return results[0]
+            state = failed.error_field(_SQLSTATE)
+            if attempt == 1 and state in (_STATEMENT_GONE, _PLAN_OUTDATED):
+                prepared.discard(name)
+                if state == _PLAN_OUTDATED:
+                    await _aexchange(conn, pgconn.send_query, b"DEALLOCATE " + name)
+                continue
+            _raise(conn, failed)
+        return None   # not reached
 
 
-async def _aresult(pgconn: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult:
-    """The first result of the query sent, read as the event loop says the socket is ready."""
+async def _aprepare(conn: psycopg.AsyncConnection, name: bytes, sql: bytes, types: list[int] | None,
+                    prepared: set[bytes]) -> bool:
+    """_prepare() for asyncio."""
+    prepared.add(name)
+    failed = _failure(await _aexchange(conn, conn.pgconn.send_prepare, name, sql, types))
+    if failed is None:
+        return True
+    prepared.discard(name)
+    if failed.error_field(_SQLSTATE) != _NAME_TAKEN:
+        _raise(conn, failed)
+    results = await _aexchange(conn, conn.pgconn.send_query_params, _PREPARED_TEXT, [name])
+    if _failure(results) is None and results[0].ntuples and results[0].get_value(0, 0) == sql:
+        prepared.add(name)
+        return True
+    _prepared[conn] = None
+    return False
+
+
+async def _aexchange(conn: psycopg.AsyncConnection, send: Callable[..., None],
+                     *args: Any) -> list[psycopg.pq.abc.PGresult]:
+    """_exchange() for asyncio: a cancelled task cancels the call on the server."""
+    pgconn = conn.pgconn
+    send(*args)
+    try:
+        results = await _aresults(pgconn)
+    except psycopg.OperationalError:
+        raise
+    except BaseException:
+        await _aabandon(conn)
+        raise
+    _deliver_notifies(pgconn)
+    return results
+
+
+async def _aabandon(conn: psycopg.AsyncConnection) -> None:
+    try:
+        await conn.cancel_safe(timeout=_CANCEL_TIMEOUT)
+        await asyncio.wait_for(_aresults(conn.pgconn), _CANCEL_TIMEOUT)
+    except BaseException:
+        conn.pgconn.finish()
+
+
+async def _aresults(pgconn: psycopg.pq.abc.PGconn) -> list[psycopg.pq.abc.PGresult]:
+    """Every result of the query sent, read when the event loop says the socket is ready."""
     loop = asyncio.get_running_loop()
     fd = pgconn.socket
     while pgconn.flush():
         await _ready(loop, fd, write=True)
         pgconn.consume_input()
-    first = None
+    pgconn.consume_input()   # as _results()
+    results = []
     while True:
-        pgconn.consume_input()
         while pgconn.is_busy():
             await _ready(loop, fd, write=False)
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:
-            break
-        first = first or result
-    assert first is not None
-    return first
+            return results
+        results.append(result)
 
 
 async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
+    """Until the socket is readable (or, with write, either readable or writable)."""
     ready = loop.create_future()
 
     def wake() -> None:
         if not ready.done():
             ready.set_result(None)
 
+    loop.add_reader(fd, wake)
     if write:
         loop.add_writer(fd, wake)
-    else:
-        loop.add_reader(fd, wake)
     try:
         await ready
     finally:
+        loop.remove_reader(fd)
         if write:
             loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
 
 
 def _interval(delta: datetime.timedelta | None) -> bytes | None:
@@ -251,8 +358,8 @@ def _text_array(values: list[str]) -> bytes:
     return b"".join(parts)
 
 
-def _binary_array(data: bytes) -> list[bytes]:
-    """The elements of a one-dimensional array without NULLs, in binary (text and bytea alike)."""
+def _binary_array(data: bytes) -> list[bytes | None]:
+    """The elements of a one-dimensional array in binary (text and bytea alike)."""
     ndim = _INT4.unpack_from(data, 0)[0]
     if ndim == 0:
         return []
@@ -260,6 +367,10 @@ def _binary_array(data: bytes) -> list[bytes]:
     offset, elements = 20, []
     for _ in range(count):
         size = _INT4.unpack_from(data, offset)[0]
+        if size < 0:   # NULL
+            elements.append(None)
+            offset += 4
+            continue
         elements.append(data[offset + 4:offset + 4 + size])
         offset += 4 + size
     return elements
@@ -271,16 +382,24 @@ def _entry(result: psycopg.pq.abc.PGresult, default: Any) -> Any:
         return default
     value_type = result.get_value(0, 2)
     if value_type == b"json":
-        return json.loads(result.get_value(0, 0)[1:])   # binary jsonb: a version byte, then the text
+        value = result.get_value(0, 0)   # binary jsonb: a version byte (1), then the text
+        return json.loads(value[1:]) if value else None
     return _decode(None, result.get_value(0, 1), value_type.decode())
 
 
 def _packed_row(result: psycopg.pq.abc.PGresult) -> tuple[Any, ...]:
     """cache_get_many_packed's binary row as the cursor gives it."""
-    return (json.loads(result.get_value(0, 0)),
-            [k.decode() for k in _binary_array(result.get_value(0, 1))],
+    return (result.get_value(0, 0),
+            [(k or b"").decode() for k in _binary_array(result.get_value(0, 1))],
             _binary_array(result.get_value(0, 2)),
-            [t.decode() for t in _binary_array(result.get_value(0, 3))])
+            [(t or b"").decode() for t in _binary_array(result.get_value(0, 3))])
+
+
+def _count(out: psycopg.pq.abc.PGresult | list[tuple[Any, ...]]) -> int:
+    """The integer a batch call returns, from a cursor's rows or a binary int4."""
+    if isinstance(out, list):
+        return int(out[0][0])
+    return int(_INT4.unpack(out.get_value(0, 0))[0])
 
 
 def _fast_set_params(params: tuple[Any, ...]) -> list[bytes | None]:
@@ -336,9 +455,9 @@ def _encode(value: Any) -> _Encoded:
     return _json(value), None, "json"
 
 
-def _decode(value: Any, value_bytes: bytes | None, value_type: str) -> Any:
+def _decode(value: str | bytes | None, value_bytes: bytes | None, value_type: str) -> Any:
     if value_type == "json":
-        return value
+        return json.loads(value) if value is not None else None
     if value_type == "bytes":
         return bytes(value_bytes) if value_bytes is not None else b""
     return bytes(value_bytes or b"").decode("utf-8")   # text
@@ -392,7 +511,7 @@ def _check_namespace(namespace: object) -> str:
 
 def _found(keys: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
     json_values, other_keys, other_values, other_types = row
-    found = json_values   # a new dict from json.loads
+    found = json.loads(json_values)
     for key, raw, value_type in zip(other_keys, other_values, other_types):
         found[key] = _decode(None, raw, value_type)
     return {k: found[k] for k in keys if k in found}   # in the order asked
@@ -468,41 +587,48 @@ class PostgresCache:
         rows = await self._rows(query, params)
         return rows[0][0]
 
-    async def _fast(self, name: bytes, params: list[bytes | None]) -> psycopg.pq.abc.PGresult | None:
+    async def _call(self, name: bytes, fast_params: list[bytes | None], query: str,
+                    params: tuple[Any, ...]) -> psycopg.pq.abc.PGresult | list[tuple[Any, ...]]:
+        """A prepared call's result, or the rows of the cursor where the connection needs one
+        (one connection of the pool either way)."""
         async with self._connection() as conn:
-            return await _afast(conn, name, params)
+            result = await _afast(conn, name, fast_params)
+            if result is not None:
+                return result
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(query, params)
+            return await cur.fetchall()
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The value of a live key; ``default`` when it is absent or expired."""
         key = _key(key)
-        result = await self._fast(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()])
-        if result is None:
-            rows = await self._rows(_GET, (key, self.namespace))
-            return _decode(*rows[0]) if rows else default
-        return _entry(result, default)
+        out = await self._call(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()], _GET,
+                               (key, self.namespace))
+        if isinstance(out, list):
+            return _decode(*out[0]) if out else default
+        return _entry(out, default)
 
     async def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
         """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
         query, params = _set_params(key, value, ttl, self.namespace)
-        if query is _SET_JSON and await self._fast(b"pg_observe_cache_set", _fast_set_params(params)) is not None:
-            return
-        await self._rows(query, params)
+        if query is _SET_JSON:
+            await self._call(b"pg_observe_cache_set", _fast_set_params(params), query, params)
+        else:
+            await self._rows(query, params)
 
     async def delete(self, key: str) -> bool:
         """Deletes a key; True when it was there (and not expired)."""
         key = _key(key)
-        result = await self._fast(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()])
-        if result is None:
-            return bool(await self._scalar(_DELETE, (key, self.namespace)))
-        return result.get_value(0, 0) == b"\x01"
+        out = await self._call(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()], _DELETE,
+                               (key, self.namespace))
+        return bool(out[0][0]) if isinstance(out, list) else out.get_value(0, 0) == b"\x01"
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         """Deletes keys in one call; how many were there."""
         wanted = _keys(keys)
-        result = await self._fast(b"pg_observe_cache_delete_many", [_text_array(wanted), self.namespace.encode()])
-        if result is None:
-            return int(await self._scalar(_DELETE_MANY, (wanted, self.namespace)))
-        return int(_INT4.unpack(result.get_value(0, 0))[0])
+        out = await self._call(b"pg_observe_cache_delete_many", [_text_array(wanted), self.namespace.encode()],
+                               _DELETE_MANY, (wanted, self.namespace))
+        return _count(out)
 
     async def delete_pattern(self, pattern: str) -> int:
         """Deletes the keys matching a Redis glob (``user:*``, ``?``, ``[abc]``, ``\\*``); how many."""
@@ -523,9 +649,7 @@ class PostgresCache:
             return 0
         query, params = call
         if query is _SET_MANY_JSON:
-            result = await self._fast(b"pg_observe_cache_set_many", _fast_set_many_params(params))
-            if result is not None:
-                return int(_INT4.unpack(result.get_value(0, 0))[0])
+            return _count(await self._call(b"pg_observe_cache_set_many", _fast_set_many_params(params), query, params))
         return int(await self._scalar(query, params))
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -533,10 +657,9 @@ class PostgresCache:
         wanted = _keys(keys)
         if not wanted:
             return {}
-        result = await self._fast(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()])
-        if result is None:
-            return _found(wanted, (await self._rows(_GET_MANY, (wanted, self.namespace)))[0])
-        return _found(wanted, _packed_row(result))
+        out = await self._call(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()],
+                               _GET_MANY, (wanted, self.namespace))
+        return _found(wanted, out[0] if isinstance(out, list) else _packed_row(out))
 
     async def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
@@ -624,44 +747,51 @@ class SyncPostgresCache:
     def _scalar(self, query: str, params: tuple[Any, ...]) -> Any:
         return self._rows(query, params)[0][0]
 
-    def _fast(self, name: bytes, params: list[bytes | None]) -> psycopg.pq.abc.PGresult | None:
-        if self._conn is not None:
-            return _fast(self._conn, name, params)
-        assert self._pool is not None
+    def _call(self, name: bytes, fast_params: list[bytes | None], query: str,
+              params: tuple[Any, ...]) -> psycopg.pq.abc.PGresult | list[tuple[Any, ...]]:
+        """A prepared call's result, or the rows of the cursor where the connection needs one
+        (one connection of the pool either way)."""
+        if self._conn is not None:   # the common case without a context manager's cost
+            result = _fast(self._conn, name, fast_params)
+            if result is not None:
+                return result
+            return self._rows(query, params)
         with self._connection() as conn:
-            return _fast(conn, name, params)
+            result = _fast(conn, name, fast_params)
+            if result is not None:
+                return result
+            cur = conn.cursor(row_factory=tuple_row)
+            cur.execute(query, params)
+            return cur.fetchall()
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of a live key; ``default`` when it is absent or expired."""
         key = _key(key)
-        result = self._fast(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()])
-        if result is None:
-            rows = self._rows(_GET, (key, self.namespace))
-            return _decode(*rows[0]) if rows else default
-        return _entry(result, default)
+        out = self._call(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()], _GET, (key, self.namespace))
+        if isinstance(out, list):
+            return _decode(*out[0]) if out else default
+        return _entry(out, default)
 
     def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
         """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
         query, params = _set_params(key, value, ttl, self.namespace)
-        if query is _SET_JSON and self._fast(b"pg_observe_cache_set", _fast_set_params(params)) is not None:
-            return
-        self._rows(query, params)
+        if query is _SET_JSON:
+            self._call(b"pg_observe_cache_set", _fast_set_params(params), query, params)
+        else:
+            self._rows(query, params)
 
     def delete(self, key: str) -> bool:
         """Deletes a key; True when it was there (and not expired)."""
         key = _key(key)
-        result = self._fast(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()])
-        if result is None:
-            return bool(self._scalar(_DELETE, (key, self.namespace)))
-        return result.get_value(0, 0) == b"\x01"
+        out = self._call(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()], _DELETE,
+                         (key, self.namespace))
+        return bool(out[0][0]) if isinstance(out, list) else out.get_value(0, 0) == b"\x01"
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Deletes keys in one call; how many were there."""
         wanted = _keys(keys)
-        result = self._fast(b"pg_observe_cache_delete_many", [_text_array(wanted), self.namespace.encode()])
-        if result is None:
-            return int(self._scalar(_DELETE_MANY, (wanted, self.namespace)))
-        return int(_INT4.unpack(result.get_value(0, 0))[0])
+        return _count(self._call(b"pg_observe_cache_delete_many", [_text_array(wanted), self.namespace.encode()],
+                                  _DELETE_MANY, (wanted, self.namespace)))
 
     def delete_pattern(self, pattern: str) -> int:
         """Deletes the keys matching a Redis glob (``user:*``, ``?``, ``[abc]``, ``\\*``); how many."""
@@ -682,9 +812,7 @@ class SyncPostgresCache:
             return 0
         query, params = call
         if query is _SET_MANY_JSON:
-            result = self._fast(b"pg_observe_cache_set_many", _fast_set_many_params(params))
-            if result is not None:
-                return int(_INT4.unpack(result.get_value(0, 0))[0])
+            return _count(self._call(b"pg_observe_cache_set_many", _fast_set_many_params(params), query, params))
         return int(self._scalar(query, params))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -692,10 +820,9 @@ class SyncPostgresCache:
         wanted = _keys(keys)
         if not wanted:
             return {}
-        result = self._fast(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()])
-        if result is None:
-            return _found(wanted, self._rows(_GET_MANY, (wanted, self.namespace))[0])
-        return _found(wanted, _packed_row(result))
+        out = self._call(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()], _GET_MANY,
+                         (wanted, self.namespace))
+        return _found(wanted, out[0] if isinstance(out, list) else _packed_row(out))
 
     def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
