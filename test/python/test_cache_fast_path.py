@@ -238,7 +238,7 @@ def test_connections_the_path_must_not_use(dsn: str, kwargs: dict) -> None:
 
 def test_a_statement_prepared_by_an_interrupted_call_is_taken_over(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        sql, types = pg_observe.cache._FAST_STATEMENTS[b"pg_observe_cache_get"]
+        sql, types, _ = pg_observe.cache._FAST_STATEMENTS[b"pg_observe_cache_get"]
         conn.pgconn.prepare(b"pg_observe_cache_get", sql, types)   # as if Ctrl-C came before the client knew
         cache = SyncPostgresCache(conn)
         cache.set("k", 1)

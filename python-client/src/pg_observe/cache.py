@@ -68,14 +68,20 @@ _Encoded = tuple[Optional[str], Optional[bytes], str]
 # the connection's handlers. Elsewhere (a transaction, pipeline mode, a client encoding other
 # than UTF8, prepare_threshold None for PgBouncer, Windows) the calls use cursors.
 _TEXT_ARRAY_OID = 1009
-_FAST_STATEMENTS: dict[bytes, tuple[bytes, list[int] | None]] = {
-    b"pg_observe_cache_get": (b"SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry($1, $2)", None),
-    b"pg_observe_cache_set": (b"SELECT monitoring.cache_set($1, $2::jsonb, $3::interval, $4)", None),
-    b"pg_observe_cache_delete": (b"SELECT monitoring.cache_delete($1, $2)", None),
+_BINARY = psycopg.pq.Format.BINARY
+_TEXT = psycopg.pq.Format.TEXT
+# name: (SQL, parameter types, parameter formats); the key arrays go in binary
+_FAST_STATEMENTS: dict[bytes, tuple[bytes, list[int] | None, list[psycopg.pq.Format] | None]] = {
+    b"pg_observe_cache_get": (b"SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry($1, $2)",
+                              None, None),
+    b"pg_observe_cache_set": (b"SELECT monitoring.cache_set($1, $2::jsonb, $3::interval, $4)", None, None),
+    b"pg_observe_cache_delete": (b"SELECT monitoring.cache_delete($1, $2)", None, None),
     b"pg_observe_cache_get_many": (b"SELECT json_values, other_keys, other_values, other_types"
-                                   b" FROM monitoring.cache_get_many_packed($1, $2)", [_TEXT_ARRAY_OID, 0]),
-    b"pg_observe_cache_set_many": (b"SELECT monitoring.cache_set_many($1::jsonb, $2::interval, $3)", None),
-    b"pg_observe_cache_delete_many": (b"SELECT monitoring.cache_delete_many($1, $2)", [_TEXT_ARRAY_OID, 0]),
+                                   b" FROM monitoring.cache_get_many_packed($1, $2)",
+                                   [_TEXT_ARRAY_OID, 0], [_BINARY, _TEXT]),
+    b"pg_observe_cache_set_many": (b"SELECT monitoring.cache_set_many($1::jsonb, $2::interval, $3)", None, None),
+    b"pg_observe_cache_delete_many": (b"SELECT monitoring.cache_delete_many($1, $2)",
+                                      [_TEXT_ARRAY_OID, 0], [_BINARY, _TEXT]),
 }
 _PREPARED_TEXT = b"SELECT statement FROM pg_catalog.pg_prepared_statements WHERE name = $1"
 # per connection: the statements prepared on it, or None where a statement of the user's has
@@ -85,7 +91,6 @@ _prepared: weakref.WeakKeyDictionary[psycopg.Connection | psycopg.AsyncConnectio
 _ExecStatus = psycopg.pq.ExecStatus
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _PIPELINE_OFF = psycopg.pq.PipelineStatus.OFF
-_BINARY = psycopg.pq.Format.BINARY
 _SQLSTATE = psycopg.pq.DiagnosticField.SQLSTATE
 _STATEMENT_GONE = b"26000"        # DEALLOCATE, DISCARD ALL: prepare it again and run it (it did not run)
 _PLAN_OUTDATED = b"0A000"         # "cached plan must not change result type" after an upgrade: likewise
@@ -94,17 +99,44 @@ _ARRAY_HEADER = struct.Struct("!iiI")
 _ARRAY_DIMENSION = struct.Struct("!ii")
 _INT4 = struct.Struct("!i")
 _POLL = getattr(select, "poll", None)   # not on Windows: cursors there
-_NOT_YET: set[bytes] = set()
 _CANCEL_TIMEOUT = 5.0                   # as psycopg's own cancellation
 
 
-def _fast_possible(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
-    """Whether a call may skip the cursor on this connection now (under its lock)."""
+def _registry(conn: psycopg.Connection | psycopg.AsyncConnection) -> set[bytes] | None:
+    """The connection's prepared statements when a call may skip the cursor now (under its
+    lock), else None."""
     pgconn = conn.pgconn
-    return (conn.autocommit and _POLL is not None and conn.prepare_threshold is not None
+    if not (conn.autocommit and conn.prepare_threshold is not None
             and pgconn.transaction_status == _IDLE and pgconn.pipeline_status == _PIPELINE_OFF
-            and pgconn.parameter_status(b"client_encoding") == b"UTF8"
-            and _prepared.get(conn, _NOT_YET) is not None)
+            and pgconn.parameter_status(b"client_encoding") == b"UTF8"):
+        return None
+    prepared = _prepared.get(conn, _prepared)   # (the dictionary itself: not seen yet)
+    if prepared is _prepared:
+        prepared = _prepared[conn] = set()
+    return prepared
+
+
+def _may_run_again(conn: psycopg.Connection | psycopg.AsyncConnection, failed: psycopg.pq.abc.PGresult,
+                   attempt: int) -> bool:
+    """True when a failed call did not run (its statement dropped, or its plan outdated: then
+    DEALLOCATE it first) and may be prepared and run once more; raises the error otherwise."""
+    state = failed.error_field(_SQLSTATE)
+    if attempt == 1 and state in (_STATEMENT_GONE, _PLAN_OUTDATED):
+        return True
+    _raise(conn, failed)
+    return False   # not reached
+
+
+def _raise_unless_name_taken(conn: psycopg.Connection | psycopg.AsyncConnection,
+                             failed: psycopg.pq.abc.PGresult) -> None:
+    """After a failed PREPARE: raises its error unless the name is taken (42P05)."""
+    if failed.error_field(_SQLSTATE) != _NAME_TAKEN:
+        _raise(conn, failed)
+
+
+def _ours(results: list[psycopg.pq.abc.PGresult], sql: bytes) -> bool:
+    """Whether pg_prepared_statements says the statement of the name is ours (same text)."""
+    return _failure(results) is None and bool(results[0].ntuples) and results[0].get_value(0, 0) == sql
 
 
 def _failure(results: list[psycopg.pq.abc.PGresult]) -> psycopg.pq.abc.PGresult | None:
@@ -131,28 +163,22 @@ def _fast(conn: psycopg.Connection, name: bytes, params: list[bytes | None]) -> 
     if not conn.autocommit or _POLL is None:
         return None
     with conn.lock:
-        if not _fast_possible(conn):
+        prepared = _registry(conn)
+        if prepared is None:
             return None
-        sql, types = _FAST_STATEMENTS[name]
-        formats = [_BINARY if t == _TEXT_ARRAY_OID else 0 for t in types] if types else None
+        sql, types, formats = _FAST_STATEMENTS[name]
         pgconn = conn.pgconn
         for attempt in (1, 2):
-            prepared = _prepared.get(conn)
-            if prepared is None:
-                prepared = _prepared[conn] = set()
             if name not in prepared and not _prepare(conn, name, sql, types, prepared):
                 return None
             results = _exchange(conn, pgconn.send_query_prepared, name, params, formats, _BINARY)
             failed = _failure(results)
             if failed is None:
                 return results[0]
-            state = failed.error_field(_SQLSTATE)
-            if attempt == 1 and state in (_STATEMENT_GONE, _PLAN_OUTDATED):
+            if _may_run_again(conn, failed, attempt):
                 prepared.discard(name)
-                if state == _PLAN_OUTDATED:
+                if failed.error_field(_SQLSTATE) == _PLAN_OUTDATED:
                     _exchange(conn, pgconn.send_query, b"DEALLOCATE " + name)
-                continue
-            _raise(conn, failed)
         return None   # not reached
 
 
@@ -163,11 +189,9 @@ def _prepare(conn: psycopg.Connection, name: bytes, sql: bytes, types: list[int]
     if failed is None:
         return True
     prepared.discard(name)
-    if failed.error_field(_SQLSTATE) != _NAME_TAKEN:
-        _raise(conn, failed)
-    results = _exchange(conn, conn.pgconn.send_query_params, _PREPARED_TEXT, [name])
-    if _failure(results) is None and results[0].ntuples and results[0].get_value(0, 0) == sql:
-        prepared.add(name)   # ours, prepared by a call that was interrupted before it knew
+    _raise_unless_name_taken(conn, failed)
+    if _ours(_exchange(conn, conn.pgconn.send_query_params, _PREPARED_TEXT, [name]), sql):
+        prepared.add(name)   # prepared by a call that was interrupted before it knew
         return True
     _prepared[conn] = None
     return False
@@ -237,28 +261,22 @@ async def _afast(conn: psycopg.AsyncConnection, name: bytes,
     if not conn.autocommit or _POLL is None:
         return None
     async with conn.lock:
-        if not _fast_possible(conn):
+        prepared = _registry(conn)
+        if prepared is None:
             return None
-        sql, types = _FAST_STATEMENTS[name]
-        formats = [_BINARY if t == _TEXT_ARRAY_OID else 0 for t in types] if types else None
+        sql, types, formats = _FAST_STATEMENTS[name]
         pgconn = conn.pgconn
         for attempt in (1, 2):
-            prepared = _prepared.get(conn)
-            if prepared is None:
-                prepared = _prepared[conn] = set()
             if name not in prepared and not await _aprepare(conn, name, sql, types, prepared):
                 return None
             results = await _aexchange(conn, pgconn.send_query_prepared, name, params, formats, _BINARY)
             failed = _failure(results)
             if failed is None:
                 return results[0]
-            state = failed.error_field(_SQLSTATE)
-            if attempt == 1 and state in (_STATEMENT_GONE, _PLAN_OUTDATED):
+            if _may_run_again(conn, failed, attempt):
                 prepared.discard(name)
-                if state == _PLAN_OUTDATED:
+                if failed.error_field(_SQLSTATE) == _PLAN_OUTDATED:
                     await _aexchange(conn, pgconn.send_query, b"DEALLOCATE " + name)
-                continue
-            _raise(conn, failed)
         return None   # not reached
 
 
@@ -270,10 +288,8 @@ async def _aprepare(conn: psycopg.AsyncConnection, name: bytes, sql: bytes, type
     if failed is None:
         return True
     prepared.discard(name)
-    if failed.error_field(_SQLSTATE) != _NAME_TAKEN:
-        _raise(conn, failed)
-    results = await _aexchange(conn, conn.pgconn.send_query_params, _PREPARED_TEXT, [name])
-    if _failure(results) is None and results[0].ntuples and results[0].get_value(0, 0) == sql:
+    _raise_unless_name_taken(conn, failed)
+    if _ours(await _aexchange(conn, conn.pgconn.send_query_params, _PREPARED_TEXT, [name]), sql):
         prepared.add(name)
         return True
     _prepared[conn] = None
