@@ -93,7 +93,7 @@ DECLARE
     pending_namespace text := pg_catalog.current_setting('pg_observe.cache_namespace', true);
     pending text := pg_catalog.current_setting('pg_observe.cache_pending', true);
     batch text := pg_catalog.current_setting('pg_observe.cache_pending_batch', true);
-    batch_counts bigint[] := '{0,0,0}';
+    batch_counts bigint[] := ARRAY[0, 0, 0]::bigint[];
     events bigint := p_hits + p_misses + p_sets;
     now_epoch bigint := pg_catalog.date_part('epoch', pg_catalog.now())::bigint;
 BEGIN

@@ -1,8 +1,9 @@
--- 0.12.0 -> 0.13.0: a faster cache (most of it in the Python client). No function changed;
--- make test compares an upgraded database with a fresh one.
+-- 0.13.0 -> 0.14.0: _cache_note() initialises its batch counts with a bigint[] instead of a
+-- text literal that PL/pgSQL converted at every call (the warning plpgsql_check reported).
+-- Changed functions come from the same files as a fresh install; make test compares an
+-- upgraded database with a fresh one.
 
--- A set no longer prepares a CHECK constraint at every call; the functions keep the invariant.
-ALTER TABLE monitoring.cache_entries DROP CONSTRAINT cache_entries_value_typed;
+-- @include sql/include/cache_functions.sql
 
 -- @include sql/900_privileges.sql
 -- @include sql/910_privileges_errors.sql
