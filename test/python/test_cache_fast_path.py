@@ -112,6 +112,66 @@ def test_errors_are_psycopgs_own_and_the_path_stays_on(dsn: str) -> None:
                 "pg_observe_cache_get_many"} <= prepared(conn), "prepared again after the errors"
 
 
+# refused_rows counts the refused rows written (a sequence survives the rollback): a call
+# that failed and was run again would write its row twice.
+REFUSE_AT_COMMIT = """
+CREATE SEQUENCE public.refused_rows;
+CREATE FUNCTION public.refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.key LIKE 'refused%' THEN
+        PERFORM nextval('public.refused_rows');
+        RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT OR UPDATE ON monitoring.cache_entries
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.refuse_at_commit();
+"""
+
+
+def test_a_commit_that_fails_after_the_row_raises_and_stores_nothing(dsn: str) -> None:
+    """A deferred check fails at the implicit commit, after the server has sent the call's
+    row: the call raises that error (not the row), and nothing of it is stored."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(REFUSE_AT_COMMIT)
+        cache = SyncPostgresCache(conn, namespace="commit")
+        cache.set("fine", 1)
+        assert cache.set_many({"fine2": 2}) == 1
+        assert {b"pg_observe_cache_set", b"pg_observe_cache_set_many"} <= registered(conn), "the prepared path"
+        with pytest.raises(pg_errors.CheckViolation, match="refused at commit"):
+            cache.set("refused", 1)
+        with pytest.raises(pg_errors.CheckViolation, match="refused at commit"):
+            cache.set_many({"a": 1, "refused2": 2})
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert cache.get_many(["fine", "fine2", "a", "refused", "refused2"]) == {"fine": 1, "fine2": 2}
+        assert conn.execute("SELECT last_value FROM public.refused_rows").fetchone() == (2,), "each call ran once"
+        cache.set("fine", 3)
+        assert cache.get("fine") == 3, "the path works after the failed commits"
+        assert b"pg_observe_cache_set" in registered(conn)
+
+
+def test_async_commit_that_fails_after_the_row_raises_and_stores_nothing(dsn: str) -> None:
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute(REFUSE_AT_COMMIT)
+            cache = PostgresCache(conn, namespace="acommit")
+            await cache.set("fine", 1)
+            assert b"pg_observe_cache_set" in registered(conn), "the prepared path"
+            with pytest.raises(pg_errors.CheckViolation, match="refused at commit"):
+                await cache.set("refused", 1)
+            with pytest.raises(pg_errors.CheckViolation, match="refused at commit"):
+                await cache.set_many({"a": 1, "refused2": 2})
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert await cache.get_many(["fine", "a", "refused", "refused2"]) == {"fine": 1}
+            assert b"pg_observe_cache_set_many" in registered(conn), "the prepared path"
+            cur = await conn.execute("SELECT last_value FROM public.refused_rows")
+            assert await cur.fetchone() == (2,), "each call ran once"
+            await cache.set("fine", 3)
+            assert await cache.get("fine") == 3
+
+    asyncio.run(main())
+
+
 def test_a_lost_connection_raises_operational_error(dsn: str) -> None:
     conn = psycopg.connect(dsn, autocommit=True)
     cache = SyncPostgresCache(conn)
