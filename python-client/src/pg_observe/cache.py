@@ -418,6 +418,23 @@ def _count(out: psycopg.pq.abc.PGresult | list[tuple[Any, ...]]) -> int:
     return int(_INT4.unpack(out.get_value(0, 0))[0])
 
 
+def _value(out: psycopg.pq.abc.PGresult | list[tuple[Any, ...]], default: Any) -> Any:
+    """get()'s value from a cursor's rows or a prepared call's binary row."""
+    if isinstance(out, list):
+        return _decode(*out[0]) if out else default
+    return _entry(out, default)
+
+
+def _was_live(out: psycopg.pq.abc.PGresult | list[tuple[Any, ...]]) -> bool:
+    """delete()'s answer from a cursor's rows or a binary boolean."""
+    return bool(out[0][0]) if isinstance(out, list) else out.get_value(0, 0) == b"\x01"
+
+
+def _found_in(keys: list[str], out: psycopg.pq.abc.PGresult | list[tuple[Any, ...]]) -> dict[str, Any]:
+    """get_many()'s answer from a cursor's rows or a prepared call's binary row."""
+    return _found(keys, out[0] if isinstance(out, list) else _packed_row(out))
+
+
 def _fast_set_params(params: tuple[Any, ...]) -> list[bytes | None]:
     key, text, delta, namespace = params
     return [key.encode(), text.encode(), _interval(delta), namespace.encode()]
@@ -618,11 +635,8 @@ class PostgresCache:
     async def get(self, key: str, default: Any = None) -> Any:
         """The value of a live key; ``default`` when it is absent or expired."""
         key = _key(key)
-        out = await self._call(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()], _GET,
-                               (key, self.namespace))
-        if isinstance(out, list):
-            return _decode(*out[0]) if out else default
-        return _entry(out, default)
+        return _value(await self._call(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()], _GET,
+                                       (key, self.namespace)), default)
 
     async def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
         """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
@@ -635,9 +649,8 @@ class PostgresCache:
     async def delete(self, key: str) -> bool:
         """Deletes a key; True when it was there (and not expired)."""
         key = _key(key)
-        out = await self._call(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()], _DELETE,
-                               (key, self.namespace))
-        return bool(out[0][0]) if isinstance(out, list) else out.get_value(0, 0) == b"\x01"
+        return _was_live(await self._call(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()],
+                                          _DELETE, (key, self.namespace)))
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         """Deletes keys in one call; how many were there."""
@@ -673,9 +686,9 @@ class PostgresCache:
         wanted = _keys(keys)
         if not wanted:
             return {}
-        out = await self._call(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()],
-                               _GET_MANY, (wanted, self.namespace))
-        return _found(wanted, out[0] if isinstance(out, list) else _packed_row(out))
+        return _found_in(wanted, await self._call(b"pg_observe_cache_get_many",
+                                                  [_text_array(wanted), self.namespace.encode()],
+                                                  _GET_MANY, (wanted, self.namespace)))
 
     async def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
@@ -783,10 +796,8 @@ class SyncPostgresCache:
     def get(self, key: str, default: Any = None) -> Any:
         """The value of a live key; ``default`` when it is absent or expired."""
         key = _key(key)
-        out = self._call(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()], _GET, (key, self.namespace))
-        if isinstance(out, list):
-            return _decode(*out[0]) if out else default
-        return _entry(out, default)
+        return _value(self._call(b"pg_observe_cache_get", [key.encode(), self.namespace.encode()], _GET,
+                                 (key, self.namespace)), default)
 
     def set(self, key: str, value: Any, ttl: Ttl = None) -> None:
         """Stores the value (replacing any); ``ttl`` seconds or a timedelta, None: never expires."""
@@ -799,9 +810,8 @@ class SyncPostgresCache:
     def delete(self, key: str) -> bool:
         """Deletes a key; True when it was there (and not expired)."""
         key = _key(key)
-        out = self._call(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()], _DELETE,
-                         (key, self.namespace))
-        return bool(out[0][0]) if isinstance(out, list) else out.get_value(0, 0) == b"\x01"
+        return _was_live(self._call(b"pg_observe_cache_delete", [key.encode(), self.namespace.encode()], _DELETE,
+                                    (key, self.namespace)))
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Deletes keys in one call; how many were there."""
@@ -836,9 +846,9 @@ class SyncPostgresCache:
         wanted = _keys(keys)
         if not wanted:
             return {}
-        out = self._call(b"pg_observe_cache_get_many", [_text_array(wanted), self.namespace.encode()], _GET_MANY,
-                         (wanted, self.namespace))
-        return _found(wanted, out[0] if isinstance(out, list) else _packed_row(out))
+        return _found_in(wanted, self._call(b"pg_observe_cache_get_many",
+                                            [_text_array(wanted), self.namespace.encode()],
+                                            _GET_MANY, (wanted, self.namespace)))
 
     def incr(self, key: str, amount: int = 1, ttl: Ttl = None) -> int:
         """Adds ``amount`` atomically and returns the result; a missing key starts at 0 and gets ``ttl``."""
