@@ -11,10 +11,20 @@ For GET, SET and DELETE, and their batched forms (get_many / MGET, set_many / a 
 SET ... EX, delete_many / DEL k1 ... kn, BATCH keys per call), with 1 and 8 clients (processes,
 so that the GIL does not serialize the clients), it reports p50 and p99 latency per call and
 throughput, PostgreSQL as the value and Redis as the baseline: the ratio is PostgreSQL / Redis
-(for latency lower is better, for throughput higher). Phases alternate PostgreSQL, Redis,
-PostgreSQL, Redis, and the two rounds of each side are merged, so that a noisy neighbour hurts
+(for latency lower is better, for throughput higher). Phases alternate the sides (the four
+below) in two rounds, and the two rounds of each side are merged, so that a noisy neighbour hurts
 both alike. The "ping" figures (SELECT 1 against PING) give the floor of one round trip on each
 side: what no cache function can go below.
+
+Two more sides run in the same rounds, for what the ratios mean:
+
+- "redis_py": Redis through redis-py (its synchronous client, with hiredis), the library seed
+  001's migration example starts from. The minimal client above spends almost no CPU of its own, so it is the harder
+  baseline; redis-py is what a migrating application runs.
+- "bare_sql": PostgreSQL through the same client code, its prepared statements swapped for the
+  bare SQL of each operation (the upsert, the DELETE, the SELECT, as the superuser; no checks,
+  no counting, no function call). Against Redis, it is the floor of these statements on this
+  table from this client and machine; the cache against it is what pg_observe's functions add.
 
 PG_OBSERVE_BENCH_CACHE_OPS sets the single-key calls per phase (default 8000, split among the
 clients; a tenth of that for batches), PG_OBSERVE_BENCH_CACHE_BATCH the keys per batch (default 100),
@@ -35,7 +45,9 @@ import time
 from typing import Any, Callable
 
 import psycopg
+import redis as redis_py
 from _harness import DSN, percentile, report
+from pg_observe import cache as cache_module
 from pg_observe.cache import SyncPostgresCache
 
 PG_DSN = os.environ.get("PG_OBSERVE_BENCH_CACHE_DSN") or DSN
@@ -45,6 +57,11 @@ KEYS = 10_000
 TTL = 3600
 NAMESPACE = "bench"
 ROUNDS = 2
+PG_LIKE = ("postgresql", "bare_sql")
+SYSTEMS = ("postgresql", "redis", "redis_py", "bare_sql")
+# in the keys a delete phase deletes: two sides of one store never delete each other's keys
+# (one letter each, so that every side's keys are as long)
+SIDE_TAG = {"postgresql": "p", "redis": "r", "redis_py": "y", "bare_sql": "b"}
 REDIS_COMMANDS = {"ping": "PING (PostgreSQL: SELECT 1)", "get": "GET", "set": "SET EX", "delete": "DEL",
                   "get_many": "MGET", "set_many": "pipelined SET EX", "delete_many": "DEL k1 .. kn"}
 
@@ -52,6 +69,45 @@ REDIS_COMMANDS = {"ping": "PING (PostgreSQL: SELECT 1)", "get": "GET", "set": "S
 def value_for(i: int) -> dict[str, Any]:
     return {"id": i, "name": f"user {i}", "email": f"user{i}@example.com", "roles": ["reader", "writer"],
             "active": True, "score": i * 0.5}
+
+
+# The bare SQL of each call, under the names and with the parameters and result columns of the
+# client's prepared statements (pg_observe.cache._FAST_STATEMENTS), so that the client code is
+# the same on both PostgreSQL sides. The batch upsert keeps the key order (8 writers would
+# deadlock otherwise); the deletes need not (each worker deletes keys of its own).
+_LIVE = "(expires_at IS NULL OR expires_at > clock_timestamp())"
+_UPSERT = ("INSERT INTO monitoring.cache_entries "
+           "(namespace, key, value, value_bytes, value_type, expires_at, updated_at) {rows} "
+           "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, value_bytes = NULL, "
+           "value_type = 'json', expires_at = excluded.expires_at, updated_at = excluded.updated_at")
+BARE_STATEMENTS = {
+    b"pg_observe_cache_get": (
+        f"SELECT value, value_bytes, value_type FROM monitoring.cache_entries "
+        f"WHERE namespace = $2 AND key = $1 AND {_LIVE}".encode(), None, None),
+    b"pg_observe_cache_set": (_UPSERT.format(
+        rows="VALUES ($4, $1, $2::jsonb, NULL, 'json', clock_timestamp() + $3::interval, clock_timestamp())").encode(),
+        None, None),
+    b"pg_observe_cache_delete": (
+        f"WITH gone AS (DELETE FROM monitoring.cache_entries WHERE namespace = $2 AND key = $1 RETURNING expires_at) "
+        f"SELECT count(*) FILTER (WHERE {_LIVE}) > 0 FROM gone".encode(), None, None),
+    b"pg_observe_cache_get_many": (
+        f"SELECT COALESCE(json_object_agg(key, value) FILTER (WHERE value_type = 'json'), '{{}}'), "
+        f"COALESCE(array_agg(key) FILTER (WHERE value_type <> 'json'), '{{}}'), "
+        f"COALESCE(array_agg(value_bytes) FILTER (WHERE value_type <> 'json'), '{{}}'), "
+        f"COALESCE(array_agg(value_type) FILTER (WHERE value_type <> 'json'), '{{}}') "
+        f"FROM monitoring.cache_entries WHERE namespace = $2 AND key = ANY ($1) AND {_LIVE}".encode(),
+        *cache_module._FAST_STATEMENTS[b"pg_observe_cache_get_many"][1:]),
+    b"pg_observe_cache_set_many": (
+        ("WITH stored AS (" + _UPSERT.format(
+            rows="SELECT $3, m.key, m.value, NULL, 'json', clock_timestamp() + $2::interval, clock_timestamp() "
+                 "FROM jsonb_each($1::jsonb) m ORDER BY m.key COLLATE \"C\"")
+         + " RETURNING 1) SELECT count(*)::integer FROM stored").encode(), None, None),
+    b"pg_observe_cache_delete_many": (
+        f"WITH gone AS (DELETE FROM monitoring.cache_entries WHERE namespace = $2 AND key = ANY ($1) "
+        f"RETURNING expires_at) SELECT (count(*) FILTER (WHERE {_LIVE}))::integer FROM gone".encode(),
+        *cache_module._FAST_STATEMENTS[b"pg_observe_cache_delete_many"][1:]),
+}
+assert BARE_STATEMENTS.keys() == cache_module._FAST_STATEMENTS.keys()
 
 
 class Resp:
@@ -163,14 +219,49 @@ def redis_ops(r: Resp, worker: int, phase: str, rng: random.Random) -> dict[str,
     }
 
 
+def redis_py_ops(r: redis_py.Redis, worker: int, phase: str,
+                 rng: random.Random) -> dict[str, Callable[[int], Any]]:
+    def get(i: int) -> Any:
+        raw = r.get(f"{NAMESPACE}:user:{rng.randrange(KEYS)}")
+        return json.loads(raw) if raw is not None else None
+
+    def get_many(i: int) -> Any:
+        keys = [f"user:{rng.randrange(KEYS)}" for _ in range(BATCH)]
+        raws = r.mget([f"{NAMESPACE}:{k}" for k in keys])
+        return {k: json.loads(v) for k, v in zip(keys, raws) if v is not None}
+
+    def set_many(i: int) -> Any:
+        pipe = r.pipeline(transaction=False)
+        for j in range(BATCH):
+            pipe.set(f"{NAMESPACE}:user:{rng.randrange(KEYS)}", json.dumps(value_for(j)), ex=TTL)
+        return pipe.execute()
+
+    return {
+        "ping": lambda i: r.ping(),
+        "get": get,
+        "set": lambda i: r.set(f"{NAMESPACE}:user:{rng.randrange(KEYS)}", json.dumps(value_for(i)), ex=TTL),
+        "delete": lambda i: r.delete(f"{NAMESPACE}:del:{phase}:{worker}:{i}"),
+        "get_many": get_many,
+        "set_many": set_many,
+        "delete_many": lambda i: r.delete(*[f"{NAMESPACE}:del:{phase}:{worker}:{i}:{j}" for j in range(BATCH)]),
+    }
+
+
 def worker_main(system: str, op: str, phase: str, worker: int, calls: int, redis_port: int,
                 barrier: Any, results: Any) -> None:
     rng = random.Random(worker * 7919 + len(phase))
-    if system == "postgresql":
+    phase += SIDE_TAG[system]
+    if system == "bare_sql":   # this process only: the same client, the bare statements
+        cache_module._FAST_STATEMENTS.update(BARE_STATEMENTS)
+    if system in PG_LIKE:
         conn = psycopg.connect(PG_DSN, autocommit=True)
         client: Any = SyncPostgresCache(conn, namespace=NAMESPACE)
         ops = pg_ops(conn, worker, phase, rng)
         warm: Callable[[int], Any] = lambda i: client.get(f"user:{i}")  # noqa: E731
+    elif system == "redis_py":
+        client = redis_py.Redis(host="127.0.0.1", port=redis_port)
+        ops = redis_py_ops(client, worker, phase, rng)
+        warm = lambda i: client.get(f"{NAMESPACE}:user:{i}")  # noqa: E731
     else:
         client = Resp(redis_port)
         ops = redis_ops(client, worker, phase, rng)
@@ -189,8 +280,11 @@ def worker_main(system: str, op: str, phase: str, worker: int, calls: int, redis
         fn(i)
         latencies.append((time.perf_counter() - t0) * 1000)
     end = time.perf_counter()
+    if system in PG_LIKE and op != "ping" and f"pg_observe_cache_{op}".encode() not in (
+            cache_module._prepared.get(conn) or ()):
+        raise RuntimeError(f"{system} {op}: the client did not use its prepared statement")
     results.put((latencies, start, end))
-    if system == "postgresql":
+    if system in PG_LIKE:
         conn.close()
     else:
         client.close()
@@ -198,10 +292,11 @@ def worker_main(system: str, op: str, phase: str, worker: int, calls: int, redis
 
 def populate_deletes(system: str, redis_port: int, op: str, phase: str, clients: int, calls: int) -> None:
     """The keys a delete phase deletes: every call deletes keys that exist."""
+    phase += SIDE_TAG[system]
     keys = [f"del:{phase}:{w}:{i}" for w in range(clients) for i in range(calls)]
     if op == "delete_many":
         keys = [f"{k}:{j}" for k in keys for j in range(BATCH)]
-    if system == "postgresql":
+    if system in PG_LIKE:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             cache = SyncPostgresCache(conn, namespace=NAMESPACE)
             for start in range(0, len(keys), 5000):
@@ -257,16 +352,18 @@ def main() -> None:
         r.close()
         common = {"cpus": os.cpu_count(), "keys": KEYS, "ttl_seconds": TTL, "redis_transport": "tcp 127.0.0.1",
                   **server}
+        redis_py_client = {"redis_py_version": redis_py.__version__, "hiredis": redis_py.utils.HIREDIS_AVAILABLE}
 
         for op in ("ping", "get", "set", "delete", "get_many", "set_many", "delete_many"):
             batched = op.endswith("_many")
             for clients in (1, 8):
                 total = max(OPS // 10 if batched else OPS, clients)
                 calls = total // clients
-                lat: dict[str, list[float]] = {"postgresql": [], "redis": []}
-                rates: dict[str, list[float]] = {"postgresql": [], "redis": []}
+                systems = [system for system in SYSTEMS if not (op == "ping" and system == "bare_sql")]
+                lat: dict[str, list[float]] = {system: [] for system in systems}
+                rates: dict[str, list[float]] = {system: [] for system in systems}
                 for rnd in range(ROUNDS):
-                    for system in ("postgresql", "redis"):
+                    for system in systems:
                         latencies, rate = run_phase(system, op, clients, calls, port, f"{op}{clients}r{rnd}")
                         lat[system] += latencies
                         rates[system].append(rate)
@@ -274,6 +371,7 @@ def main() -> None:
                 extra = {"clients": clients, "calls": total * ROUNDS, "keys_per_call": keys_per_call,
                          "redis_command": REDIS_COMMANDS[op],
                          **common}
+                p50 = {system: percentile(lat[system], 50) for system in systems}
                 for q in (50, 99):
                     report(f"cache_{op}_{clients}c_p{q}_ms", percentile(lat["postgresql"], q), "ms",
                            percentile(lat["redis"], q), baseline_name="Redis", lower_is_better=True, **extra)
@@ -281,6 +379,13 @@ def main() -> None:
                 redis_rate = sum(rates["redis"]) / ROUNDS * keys_per_call
                 report(f"cache_{op}_{clients}c_keys_per_second", pg_rate, "keys/s", redis_rate,
                        baseline_name="Redis", lower_is_better=False, **extra)
+                report(f"cache_{op}_{clients}c_p50_ms_vs_redis_py", p50["postgresql"], "ms", p50["redis_py"],
+                       baseline_name="Redis through redis-py", lower_is_better=True, **extra, **redis_py_client)
+                if "bare_sql" in systems:
+                    report(f"cache_{op}_{clients}c_bare_sql_p50_ms", p50["bare_sql"], "ms", p50["redis"],
+                           value_name="the bare SQL statement", baseline_name="Redis", lower_is_better=True, **extra)
+                    report(f"cache_{op}_{clients}c_p50_ms_vs_bare_sql", p50["postgresql"], "ms", p50["bare_sql"],
+                           baseline_name="the bare SQL statement", lower_is_better=True, **extra)
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute("SELECT monitoring.cache_delete_pattern('*', %s)", (NAMESPACE,))
     finally:
