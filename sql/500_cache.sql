@@ -56,6 +56,7 @@ COMMENT ON TABLE monitoring.cache_counters IS
 COMMENT ON COLUMN monitoring.cache_counters.backend_pid IS 'The backend that counted; 0 for the folded counts of ended backends';
 COMMENT ON COLUMN monitoring.cache_counters.evictions IS 'Expired entries deleted by expire_cache()';
 
+-- @include sql/include/cache_live_entries.sql
 -- @include sql/include/cache_functions.sql
 
 CREATE VIEW monitoring.cache_stats AS

@@ -1,7 +1,7 @@
 -- Privileges of the cache (see 900_privileges.sql for the matrix). The cache is the
 -- applications' own, so it belongs to the role they already have, observe_writer: it may call
--- the cache functions (SECURITY DEFINER) and touch neither table, so that every write passes
--- the checks of keys, TTLs and values and is counted. Dashboards and exporters (observe_reader)
+-- the cache functions (SECURITY DEFINER but cache_get_entry) and touch neither table, so that
+-- every write passes the checks of keys, TTLs and values and is counted. Dashboards and exporters (observe_reader)
 -- read monitoring.cache_stats, never the cached values (sessions, tokens, personal data).
 -- Admins have everything (900_privileges.sql), expire_cache() included.
 GRANT EXECUTE ON FUNCTION monitoring.cache_get(text, text),
@@ -21,6 +21,14 @@ GRANT EXECUTE ON FUNCTION monitoring.cache_get(text, text),
                           monitoring.cache_delete_many(text[], text),
                           monitoring.cache_delete_pattern(text, text),
                           monitoring.cache_flush_stats()
+    TO observe_writer;
+-- cache_get_entry is inlined into the caller's query, which then reads the view and calls
+-- these as the caller: the view has the owner's privileges and only live entries (nothing a
+-- writer could not read with cache_get_entry); the functions count one event per call, in the
+-- caller's own session.
+GRANT SELECT ON monitoring.cache_live_entries TO observe_writer;
+GRANT EXECUTE ON FUNCTION monitoring._cache_note_one(text, text),
+                          monitoring._cache_note_get(text, text, boolean)
     TO observe_writer;
 
 -- The history holds counts and sizes per namespace, no key and no value.

@@ -421,12 +421,21 @@ def test_statistics_are_counted_without_a_write_per_get(dsn: str) -> None:
 
 
 def test_statistics_wait_while_the_transaction_is_read_only(dsn: str) -> None:
+    namespace = f"ro-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn) as conn:
-        cache = SyncPostgresCache(conn, namespace="ro")
+        cache = SyncPostgresCache(conn, namespace=namespace)
         conn.execute("SET TRANSACTION READ ONLY")
         for _ in range(300):
             assert cache.get("nope") is None, "reads work in read-only transactions (no counter write)"
-        conn.rollback()
+        letters, batch = conn.execute("SELECT length(current_setting('pg_observe.cache_pending')),"
+                                      " current_setting('pg_observe.cache_pending_batch')").fetchone()
+        assert letters < 110, "the letters do not pile up: the full lists became batch counts"
+        assert batch.split(",")[1] == str(300 - (letters - 10))
+        conn.commit()
+        assert stats(dsn, namespace) == (0, 0, 0)
+        conn.execute("SELECT monitoring.cache_flush_stats()")
+        conn.commit()
+    assert stats(dsn, namespace) == (0, 300, 0), "and are added once the session may write"
 
 
 # ---------------------------------------------------------------- privileges, as an application login

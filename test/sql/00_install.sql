@@ -24,7 +24,7 @@ SELECT is(
     -- the _cache_note_batch, _cache_note_one, _event_uuid, _fingerprint_cache_key, _occurrence_*, _otel_*, _span_fields,
     -- _span_rows, _truncate and _user_key helpers are SQL the
     -- planner inlines into the capture's queries, which a SET clause would prevent (every
-    -- name in them is schema-qualified).
+    -- name in them is schema-qualified); so is cache_get_entry, inlined into the caller's query.
     ARRAY['monitoring._cache_note_batch(text,bigint,bigint,bigint)', 'monitoring._cache_note_one(text,text)',
           'monitoring._create_time_series(regclass,text,interval,interval,integer,text)',
           'monitoring._event_uuid(text)',
@@ -35,6 +35,7 @@ SELECT is(
           'monitoring._otel_span_id(text)', 'monitoring._otel_time(text,text)', 'monitoring._otel_trace_id(text)',
           'monitoring._span_fields(jsonb)', 'monitoring._span_rows(jsonb,timestamp with time zone,timestamp with time zone)',
           'monitoring._truncate(text,integer)', 'monitoring._user_key(jsonb,jsonb)',
+          'monitoring.cache_get_entry(text,text)',
           'monitoring.create_error_occurrence_partition(date)',
           'monitoring.dispatch_notifications(integer,text,integer,integer,integer)',
           'monitoring.drain_error_queue(integer,integer)',

@@ -3,7 +3,7 @@
 -- their escaping, bad input, statistics, maintenance and privileges. Concurrency, the client
 -- and crash restarts are in test/python/test_cache.py.
 BEGIN;
-SELECT plan(200);
+SELECT plan(220);
 
 -- ---------------------------------------------------------------- storage
 SELECT has_table('monitoring', 'cache_entries', 'the cache table exists');
@@ -275,6 +275,31 @@ SELECT monitoring.cache_flush_stats();
 SELECT results_eq($$SELECT hits, misses, sets FROM monitoring.cache_stats WHERE namespace = 'stats'$$,
                   $$VALUES (3::bigint, 3::bigint, 3::bigint)$$,
                   'cache_flush_stats() adds them: 3 hits, 3 misses, 3 sets');
+-- cache_get_entry inlined (in FROM) and not (in the select list, a plain SQL function call)
+SELECT monitoring.cache_set_many('{"i:1": 1, "i:2": 2, "i:3": 3}', NULL, 'stats-inline');
+SELECT is((SELECT count(*)::int FROM generate_series(1, 7) g, monitoring.cache_get_entry('i:' || g, 'stats-inline')), 3,
+          'cache_get_entry in FROM, once per key: 3 found of 7');
+SELECT is((SELECT count(*)::int FROM (SELECT monitoring.cache_get_entry('i:' || g, 'stats-inline') FROM generate_series(1, 7) g) s), 3,
+          'and in the select list');
+SELECT monitoring.cache_flush_stats();
+SELECT results_eq($$SELECT hits, misses FROM monitoring.cache_stats WHERE namespace = 'stats-inline'$$,
+                  $$VALUES (6::bigint, 8::bigint)$$, 'both count every hit and every miss once');
+SELECT monitoring.cache_get_entry('i:1', 'stats-inline') FROM generate_series(1, 99);
+SELECT is(length(current_setting('pg_observe.cache_pending')), 10 + 99, '99 events wait as letters');
+SELECT * FROM monitoring.cache_get_entry('nope', 'stats-inline');
+SELECT results_eq($$SELECT hits, misses FROM monitoring.cache_stats WHERE namespace = 'stats-inline'$$,
+                  $$VALUES (105::bigint, 9::bigint)$$, 'the 100th adds them, itself included');
+SELECT is(length(current_setting('pg_observe.cache_pending')), 10, 'and empties the list');
+SELECT set_config('pg_observe.cache_pending', left(current_setting('pg_observe.cache_pending'), 10) || repeat('h', 120), false);
+SELECT * FROM monitoring.cache_get_entry('nope', 'stats-inline');
+SELECT results_eq($$SELECT hits, misses FROM monitoring.cache_stats WHERE namespace = 'stats-inline'$$,
+                  $$VALUES (225::bigint, 10::bigint)$$, 'an over-long list (forged) is added with the event, not twice');
+SELECT set_config('pg_observe.cache_pending', '1000000000', false);   -- 2001: older than 10 s
+SELECT * FROM monitoring.cache_get_entry('i:1', 'stats-inline');
+SELECT is((SELECT hits FROM monitoring.cache_stats WHERE namespace = 'stats-inline'), 226::bigint,
+          'an old list is added by the next event');
+SELECT ok(left(current_setting('pg_observe.cache_pending'), 10)::bigint >= extract(epoch FROM now())::bigint - 1,
+          'which starts a new one');
 SELECT monitoring.cache_get('s:1', 'stats');
 SELECT monitoring.cache_get('nope', 'stats-2');   -- another namespace: the pending hit is added
 SELECT is((SELECT hits FROM monitoring.cache_stats WHERE namespace = 'stats'), 4::bigint,
@@ -362,10 +387,46 @@ SELECT ok(NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'pg_observe'
           'and not dumped: derived from counters a dump does not keep');
 
 -- ---------------------------------------------------------------- privileges, by acting as each role
+CREATE FUNCTION pg_temp.plan_of(p_query text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE 'EXPLAIN (COSTS OFF) ' || p_query;
+END
+$$;
+-- a leaky function: it sees every row the planner hands it (and makes them all pass)
+CREATE FUNCTION pg_temp.leak(p_key text) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
+BEGIN
+    IF p_key = 'expired:live' THEN
+        RAISE EXCEPTION 'leaked an expired row';
+    END IF;
+    RETURN p_key = 'w';
+END
+$$;
+GRANT EXECUTE ON FUNCTION pg_temp.plan_of(text), pg_temp.leak(text) TO observe_writer;
+SELECT monitoring.cache_set('expired:live', '"stale"', interval '1 microsecond');
+SELECT pg_sleep(0.01);
 SET LOCAL ROLE observe_writer;
 SELECT lives_ok($$SELECT monitoring.cache_set('w', '"from the app"')$$, 'observe_writer uses the cache functions');
 SELECT is(monitoring.cache_get('w'), '"from the app"'::jsonb, 'reads through them');
 SELECT throws_ok($$SELECT * FROM monitoring.cache_entries$$, '42501', NULL, 'but cannot read the table directly');
+SELECT is((SELECT value FROM monitoring.cache_get_entry('w')), '"from the app"'::jsonb, 'cache_get_entry runs as the writer');
+SELECT ok(NOT EXISTS (SELECT FROM pg_temp.plan_of($$SELECT * FROM monitoring.cache_get_entry('w')$$) l
+                      WHERE l LIKE '%Function Scan%'),
+          'inlined into the query: no function scan, the SELECT runs as part of the caller''s plan');
+SELECT ok(EXISTS (SELECT FROM pg_temp.plan_of($$SELECT * FROM monitoring.cache_get_entry('w')$$) l
+                  WHERE l LIKE '%Index Cond: ((namespace = %AND (key = %'),
+          'which finds the key by the primary key');
+SELECT is((SELECT count(*)::int FROM monitoring.cache_live_entries WHERE key IN ('w', 'expired:live')), 1,
+          'the writer reads cache_live_entries: live entries only');
+SELECT is((SELECT count(*)::int FROM monitoring.cache_live_entries WHERE pg_temp.leak(key)), 1,
+          'a function of its own in WHERE sees no expired row (security_barrier)');
+SELECT throws_ok($$SELECT * FROM monitoring.cache_get_entry(NULL)$$, '22004', 'a cache key must not be NULL',
+                 'a NULL key is still an error');
+SELECT throws_ok($$SELECT monitoring._cache_note('default', 1000000, 0, 0)$$, '42501', NULL,
+                 'the writer cannot add counts of its choosing');
+SELECT throws_ok($$SELECT monitoring._cache_note_get('k', 'default', NULL)$$, '22004', NULL,
+                 'nor a NULL event through _cache_note_get (one event per call)');
+SELECT throws_ok($$INSERT INTO monitoring.cache_counters (namespace, backend_pid, hits) VALUES ('x', 1, 1)$$, '42501', NULL,
+                 'nor write the counters');
 SELECT throws_ok($$INSERT INTO monitoring.cache_entries (namespace, key, value) VALUES ('default', 'x', '1')$$, '42501', NULL,
                  'nor write it (every write passes the checks)');
 SELECT throws_ok($$SELECT monitoring.expire_cache()$$, '42501', NULL, 'nor run the maintenance');
@@ -376,6 +437,8 @@ SELECT lives_ok($$SELECT * FROM monitoring.cache_stats$$, 'observe_reader reads 
 SELECT lives_ok($$SELECT * FROM monitoring.cache_stats_history$$, 'and its history');
 SELECT throws_ok($$SELECT monitoring._sample_cache_stats()$$, '42501', NULL, 'but does not sample it');
 SELECT throws_ok($$SELECT monitoring.cache_get('w')$$, '42501', NULL, 'but no cached value');
+SELECT throws_ok($$SELECT * FROM monitoring.cache_get_entry('w')$$, '42501', NULL, 'not through cache_get_entry');
+SELECT throws_ok($$SELECT * FROM monitoring.cache_live_entries$$, '42501', NULL, 'nor cache_live_entries');
 RESET ROLE;
 
 SELECT * FROM finish();
