@@ -5,7 +5,9 @@ The benchmark starts Debian's redis-server on 127.0.0.1 (a free port, no persist
 synchronous round trip per operation from Python, the value a small JSON object serialized by
 the client (json.dumps / json.loads on the Redis side too), every SET with a TTL of an hour.
 PostgreSQL is used through pg_observe's SyncPostgresCache on one autocommit connection per
-client; Redis through a minimal RESP client over one socket per client (no dependency).
+client, as observe_writer (SET ROLE: the role applications have, whose privileges PostgreSQL
+checks at every call, where a superuser's it skips); Redis through a minimal RESP client over
+one socket per client (no dependency).
 
 For GET, SET and DELETE, and their batched forms (get_many / MGET, set_many / a pipeline of
 SET ... EX, delete_many / DEL k1 ... kn, BATCH keys per call), with 1 and 8 clients (processes,
@@ -255,6 +257,8 @@ def worker_main(system: str, op: str, phase: str, worker: int, calls: int, redis
         cache_module._FAST_STATEMENTS.update(BARE_STATEMENTS)
     if system in PG_LIKE:
         conn = psycopg.connect(PG_DSN, autocommit=True)
+        if system == "postgresql":   # as an application: PostgreSQL checks its privileges, a superuser's it skips
+            conn.execute("SET ROLE observe_writer")
         client: Any = SyncPostgresCache(conn, namespace=NAMESPACE)
         ops = pg_ops(conn, worker, phase, rng)
         warm: Callable[[int], Any] = lambda i: client.get(f"user:{i}")  # noqa: E731
