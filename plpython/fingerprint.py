@@ -1,4 +1,4 @@
-# pg_observe:function monitoring._fingerprint_events(p_events text, p_rules text) RETURNS text LANGUAGE plpython3u IMMUTABLE PARALLEL SAFE SET search_path = ''
+# pg_observe:function monitoring._fingerprint_events(p_events text, p_rules text) RETURNS text LANGUAGE plpython3u IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 # pg_observe:entry fingerprint_events_json(p_events, p_rules)
 # ruff: noqa: E501
 """Error grouping: fingerprint algorithm version 2.

@@ -1,4 +1,4 @@
-# pg_observe:function monitoring._send_notifications(p_messages jsonb, p_max_parallel integer) RETURNS jsonb LANGUAGE plpython3u VOLATILE SET search_path = ''  # noqa: E501
+# pg_observe:function monitoring._send_notifications(p_messages jsonb, p_max_parallel integer) RETURNS jsonb LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp  # noqa: E501
 # pg_observe:entry send_all(p_messages, p_max_parallel)
 """Sends a batch of notifications (email, Slack, generic webhook, PagerDuty) and reports each.
 

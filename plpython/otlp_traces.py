@@ -1,4 +1,4 @@
-# pg_observe:function monitoring._otlp_traces_to_spans(p_request jsonb) RETURNS jsonb LANGUAGE plpython3u IMMUTABLE PARALLEL SAFE SET search_path = ''  # noqa: E501
+# pg_observe:function monitoring._otlp_traces_to_spans(p_request jsonb) RETURNS jsonb LANGUAGE plpython3u IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp  # noqa: E501
 # pg_observe:entry convert_request(p_request)
 """Turns an OTLP/JSON ExportTraceServiceRequest into the flat spans of ingest_spans().
 

@@ -1,4 +1,4 @@
-# pg_observe:function monitoring._plpython_runtime() RETURNS jsonb LANGUAGE plpython3u STABLE SET search_path = ''
+# pg_observe:function monitoring._plpython_runtime() RETURNS jsonb LANGUAGE plpython3u STABLE SET search_path = pg_catalog, pg_temp  # noqa: E501
 # pg_observe:entry runtime()
 """Reports the Python that runs inside the database and whether the senders' modules load.
 

@@ -1,4 +1,4 @@
-# pg_observe:function monitoring._scrub(p_value text, p_keys text[]) RETURNS text LANGUAGE plpython3u IMMUTABLE PARALLEL SAFE SET search_path = ''  # noqa: E501
+# pg_observe:function monitoring._scrub(p_value text, p_keys text[]) RETURNS text LANGUAGE plpython3u IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp  # noqa: E501
 # pg_observe:entry scrub_json(p_value, p_keys)
 """Replaces secrets in a JSON document with "[Filtered]" before it is stored.
 

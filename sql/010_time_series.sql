@@ -35,7 +35,7 @@ CREATE FUNCTION monitoring._partman_schema()
     RETURNS name
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT n.nspname
     FROM pg_catalog.pg_extension e
@@ -49,7 +49,7 @@ CREATE FUNCTION monitoring._partman_interval(p_interval interval)
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE p_interval
         WHEN interval '1 day' THEN 'daily'
@@ -66,7 +66,7 @@ CREATE FUNCTION monitoring._default_partition(p_parent regclass)
     RETURNS regclass
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.oid::pg_catalog.regclass
     FROM pg_catalog.pg_inherits i
@@ -86,7 +86,7 @@ CREATE FUNCTION monitoring._sync_partman(p_parent_table text, p_caller_search_pa
     RETURNS boolean
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cfg monitoring.time_series_config;
@@ -130,7 +130,7 @@ CREATE FUNCTION monitoring._guard_default_partition(p_parent regclass)
     RETURNS void
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     default_partition regclass := monitoring._default_partition(p_parent);
@@ -173,7 +173,7 @@ CREATE FUNCTION monitoring._default_partition_guard()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parent regclass;
@@ -251,7 +251,7 @@ CREATE FUNCTION monitoring._set_retention(p_table regclass, p_retention interval
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE monitoring.time_series_config SET retention = p_retention

@@ -33,7 +33,7 @@ CREATE FUNCTION monitoring._cron_schema()
     RETURNS name
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT 'cron'::name FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron'
 $$;
@@ -43,7 +43,7 @@ CREATE FUNCTION monitoring.schedule_maintenance()
     RETURNS TABLE (job_name text, schedule text, command text, jobid bigint)
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     job record;
@@ -77,7 +77,7 @@ CREATE FUNCTION monitoring.unschedule_maintenance()
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     removed integer := 0;
@@ -103,7 +103,7 @@ CREATE FUNCTION monitoring._cleanup_on_drop_extension()
     RETURNS event_trigger
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     partman name := monitoring._partman_schema();

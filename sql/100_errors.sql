@@ -171,7 +171,7 @@ CREATE FUNCTION monitoring._scrub_word_pattern(p_word text)
     LANGUAGE sql
     IMMUTABLE
     PARALLEL SAFE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.string_agg(pg_catalog.regexp_replace(c, '([^a-z0-9])', '\\\1'), '(?:[-_\s]|\\[tnr])*')
     FROM pg_catalog.regexp_split_to_table(pg_catalog.regexp_replace(pg_catalog.lower(p_word), '[-_\s]', '', 'g'), '') c

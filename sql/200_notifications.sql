@@ -4,8 +4,8 @@
 -- pg_observe_notification. dispatch_notifications() claims due rows, sends them with the
 -- PL/Python senders and logs every attempt in tb_error_notification_log (partitioned).
 --
--- Functions of this capability set search_path to '' and use plain operators: with an empty
--- search_path only pg_catalog's operators and functions can be found.
+-- Functions of this capability set search_path to pg_catalog, pg_temp and use plain operators:
+-- only pg_catalog's operators and functions can be found (pg_temp is never searched for them).
 
 DO $roles$
 BEGIN
@@ -24,7 +24,7 @@ CREATE FUNCTION monitoring._notification_levels(p_severity text[])
     RETURNS text[]
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.array_agg(DISTINCT CASE pg_catalog.lower(s)
                WHEN 'critical' THEN 'fatal' WHEN 'warn' THEN 'warning' WHEN 'err' THEN 'error'

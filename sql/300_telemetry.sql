@@ -75,7 +75,7 @@ CREATE FUNCTION monitoring._oldest_partition_start(p_parent regclass)
     RETURNS timestamptz
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.min((pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
                                                    '^FOR VALUES FROM \(''([^'']+)''\)'))[1]::timestamptz)

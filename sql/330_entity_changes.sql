@@ -59,7 +59,7 @@ CREATE FUNCTION monitoring._append_entity_change(p_table regclass, p_change_type
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     call_stack text;
@@ -121,7 +121,7 @@ CREATE FUNCTION monitoring._record_entity_change()
     RETURNS trigger
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET timezone = 'UTC'   -- a timestamptz key reads the same from every session
 AS $$
 DECLARE
@@ -146,7 +146,7 @@ CREATE FUNCTION monitoring._record_entity_truncate()
     RETURNS trigger
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM monitoring._append_entity_change(TG_RELID::regclass, 'TRUNCATE', NULL, NULL, CURRENT_USER, TG_ARGV[0], NULL);
@@ -161,7 +161,7 @@ CREATE FUNCTION monitoring.track_changes(p_table regclass, p_entity_name text DE
     RETURNS void
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     key_columns text[];
@@ -210,7 +210,7 @@ CREATE FUNCTION monitoring.untrack_changes(p_table regclass)
     RETURNS boolean
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     was_tracked boolean;

@@ -9,7 +9,7 @@ CREATE FUNCTION monitoring.slowest_operations(p_since interval DEFAULT '1 hour',
                    max_ms double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.service, s.operation_name, pg_catalog.count(*),
            pg_catalog.count(*) FILTER (WHERE s.status_code = 2),
@@ -36,7 +36,7 @@ CREATE FUNCTION monitoring.request_rate(p_since interval DEFAULT '1 hour', p_buc
                    failed_requests bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.date_bin(p_bucket, s.start_time, '2000-01-01 00:00:00+00'::timestamptz) AS bucket, s.service,
            pg_catalog.count(*),
@@ -63,7 +63,7 @@ CREATE FUNCTION monitoring.operation_error_rates(p_since interval DEFAULT '1 hou
                    traces_with_errors bigint, error_rate_pct numeric)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH window_spans AS (
         SELECT s.trace_id, s.span_id, s.service, s.operation_name, s.status_code
@@ -109,7 +109,7 @@ CREATE FUNCTION monitoring.trace_timeline(p_trace_id text)
                    errors jsonb, changes jsonb)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH RECURSIVE trace AS (
         -- a span id sent twice with different start times is shown once (the first)

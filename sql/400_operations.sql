@@ -102,7 +102,7 @@ CREATE FUNCTION monitoring.resync_sequences()
     RETURNS TABLE (sequence_name text, table_name text, last_value bigint)
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     owned record;

@@ -24,7 +24,7 @@ CREATE FUNCTION monitoring._prometheus_families()
     RETURNS TABLE (family text, metric_type text, help text, sort_order integer)
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT f.family, f.metric_type, f.help, (pg_catalog.row_number() OVER ())::integer   -- in the order listed
     FROM (VALUES
@@ -110,7 +110,7 @@ CREATE FUNCTION monitoring._prometheus_escape(p_value text, p_quote boolean DEFA
     IMMUTABLE
     STRICT
     PARALLEL SAFE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_quote
                 THEN pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(p_value, E'\\', E'\\\\'), '"', E'\\"'), E'\n', E'\\n')
@@ -126,7 +126,7 @@ CREATE FUNCTION monitoring._prometheus_sample(p_family text, p_labels jsonb, p_v
     LANGUAGE sql
     IMMUTABLE
     PARALLEL SAFE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET extra_float_digits = 1   -- shortest exact text of a double, whatever the session says
 AS $$
     SELECT p_family
@@ -154,7 +154,7 @@ CREATE FUNCTION monitoring._prometheus_error_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH grp AS (
         SELECT g.error_id, g.severity, g.status, g.environments, g.first_seen, g.occurrence_count AS occurrences
@@ -197,7 +197,7 @@ CREATE FUNCTION monitoring._prometheus_notification_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH statuses (status) AS (
         VALUES ('pending'), ('sending'), ('sent'), ('dead')
@@ -244,7 +244,7 @@ CREATE FUNCTION monitoring._prometheus_dispatcher_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH recent AS (
         SELECT h.dispatcher, h.last_seen_at, h.calls
@@ -274,7 +274,7 @@ CREATE FUNCTION monitoring._prometheus_trace_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH requests AS (
         SELECT s.environment, s.service, s.duration_ms, s.status_code,
@@ -339,7 +339,7 @@ CREATE FUNCTION monitoring._prometheus_metric_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH state AS (
         SELECT st.rolled_up_to, st.last_run_at FROM monitoring.metric_rollup_state st
@@ -389,7 +389,7 @@ CREATE FUNCTION monitoring._prometheus_partition_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH health AS (
         SELECT h.*, pg_catalog.jsonb_build_object('table', h.parent_table) AS labels
@@ -442,7 +442,7 @@ CREATE FUNCTION monitoring._prometheus_database_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH db AS (
         SELECT d.xact_commit, d.xact_rollback, d.deadlocks
@@ -537,7 +537,7 @@ CREATE FUNCTION monitoring._prometheus_health_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE sql
     VOLATILE   -- as monitoring.health() may be
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH checks AS (
         SELECT h.check_name, h.status, h.observed FROM monitoring.health() h
@@ -574,7 +574,7 @@ CREATE FUNCTION monitoring._prometheus_cache_samples()
     RETURNS TABLE (family text, labels jsonb, value double precision)
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET lock_timeout = '500ms'
 AS $$
 DECLARE
@@ -655,7 +655,7 @@ CREATE FUNCTION monitoring.prometheus_metrics()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     started timestamptz := pg_catalog.clock_timestamp();

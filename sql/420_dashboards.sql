@@ -15,7 +15,7 @@ CREATE FUNCTION monitoring.dashboard_variable(p_value text)
     LANGUAGE plpgsql
     IMMUTABLE
     PARALLEL SAFE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     decoded bytea;
@@ -46,7 +46,7 @@ CREATE FUNCTION monitoring._dashboard_bucket(p_from timestamptz, p_to timestampt
     LANGUAGE plpgsql
     IMMUTABLE
     PARALLEL SAFE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_from IS NULL OR p_to IS NULL OR NOT pg_catalog.isfinite(p_from) OR NOT pg_catalog.isfinite(p_to) THEN
@@ -68,7 +68,7 @@ CREATE FUNCTION monitoring._dashboard_times(p_from timestamptz, p_to timestamptz
     LANGUAGE sql
     IMMUTABLE
     PARALLEL SAFE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.generate_series(pg_catalog.date_bin(p_width, p_from, '2000-01-01 00:00:00+00'), p_to, p_width)
 $$;
@@ -83,7 +83,7 @@ CREATE FUNCTION monitoring.dashboard_environments()
     RETURNS TABLE (environment text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT DISTINCT v.environment FROM (
         SELECT pg_catalog.unnest(g.environments) FROM monitoring.tb_error_log g
@@ -104,7 +104,7 @@ CREATE FUNCTION monitoring.dashboard_services()
     RETURNS TABLE (service text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT DISTINCT v.service FROM (
         SELECT pg_catalog.unnest(g.services) FROM monitoring.tb_error_log g
@@ -128,7 +128,7 @@ CREATE FUNCTION monitoring.dashboard_error_rate(p_from timestamptz, p_to timesta
     RETURNS TABLE ("time" timestamptz, occurrences bigint, issues bigint, affected_users bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -158,7 +158,7 @@ CREATE FUNCTION monitoring.dashboard_first_vs_repeat(p_from timestamptz, p_to ti
     RETURNS TABLE ("time" timestamptz, new_issue_errors bigint, known_issue_errors bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -188,7 +188,7 @@ CREATE FUNCTION monitoring.dashboard_top_errors(p_from timestamptz, p_to timesta
                    affected_users bigint, first_seen timestamptz, last_seen timestamptz, assignee text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT g.error_fingerprint, g.error_type, pg_catalog.left(g.title, 200), g.status, c.occurrences, c.users,
            c.first_seen, c.last_seen, g.assignee
@@ -216,7 +216,7 @@ CREATE FUNCTION monitoring.dashboard_error_breakdown(p_from timestamptz, p_to ti
     RETURNS TABLE (key text, occurrences bigint, issues bigint, affected_users bigint)
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_by IS NULL OR p_by NOT IN ('environment', 'service', 'type', 'endpoint', 'level', 'release') THEN
@@ -254,7 +254,7 @@ CREATE FUNCTION monitoring.dashboard_recent_errors(p_from timestamptz, p_to time
                    message text, endpoint text, user_key text, fingerprint text, status text, trace_id text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT o.occurred_at, o.level, o.environment, o.service, o.exception_type, pg_catalog.left(o.message, 300),
            COALESCE(o.transaction_name, pg_catalog.split_part(o.request ->> 'url', '?', 1)),
@@ -275,7 +275,7 @@ CREATE FUNCTION monitoring.dashboard_issue_status(p_from timestamptz, p_to times
     RETURNS TABLE (status text, issues bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT g.status, pg_catalog.count(*)
     FROM monitoring.tb_error_log g
@@ -297,7 +297,7 @@ CREATE FUNCTION monitoring.dashboard_resolution_time(p_from timestamptz, p_to ti
     RETURNS TABLE (resolved_issues bigint, median_hours double precision, p90_hours double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.count(*),
            pg_catalog.percentile_cont(0.5) WITHIN GROUP (ORDER BY r.hours),
@@ -328,7 +328,7 @@ CREATE FUNCTION monitoring.dashboard_failed_access(p_from timestamptz, p_to time
     RETURNS TABLE ("time" timestamptz, attempts bigint, users bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -367,7 +367,7 @@ CREATE FUNCTION monitoring.dashboard_requests(p_from timestamptz, p_to timestamp
                    error_rate_pct double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -398,7 +398,7 @@ CREATE FUNCTION monitoring.dashboard_latency(p_from timestamptz, p_to timestampt
     RETURNS TABLE ("time" timestamptz, p50_ms double precision, p95_ms double precision, p99_ms double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -430,7 +430,7 @@ CREATE FUNCTION monitoring.dashboard_request_heatmap(p_from timestamptz, p_to ti
                    "1000" bigint, "2500" bigint, "5000" bigint, "+Inf" bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -471,7 +471,7 @@ CREATE FUNCTION monitoring.dashboard_operations(p_from timestamptz, p_to timesta
                    p50_ms double precision, p95_ms double precision, p99_ms double precision, max_ms double precision)
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_order IS NULL OR p_order NOT IN ('requests', 'p99_ms', 'error_rate_pct') THEN
@@ -509,7 +509,7 @@ CREATE FUNCTION monitoring.dashboard_operation_types(p_from timestamptz, p_to ti
     RETURNS TABLE (operation_type text, requests bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(NULLIF(s.attributes ->> 'graphql.operation.type', ''), s.kind), pg_catalog.count(*)
     FROM monitoring.spans s
@@ -528,7 +528,7 @@ CREATE FUNCTION monitoring.dashboard_span_status(p_from timestamptz, p_to timest
     RETURNS TABLE (status text, spans bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE s.status_code WHEN 0 THEN 'unset' WHEN 1 THEN 'ok' ELSE 'error' END, pg_catalog.count(*)
     FROM monitoring.spans s
@@ -548,7 +548,7 @@ CREATE FUNCTION monitoring.dashboard_db_queries(p_from timestamptz, p_to timesta
                    p50_ms double precision, p95_ms double precision, p99_ms double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -586,7 +586,7 @@ CREATE FUNCTION monitoring.dashboard_users(p_from timestamptz, p_to timestamptz,
                    error_rate_pct double precision, last_seen timestamptz)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT u.user_id, (pg_catalog.array_agg(u.tenant ORDER BY u.start_time DESC) FILTER (WHERE u.tenant IS NOT NULL))[1],
            pg_catalog.count(*), pg_catalog.count(DISTINCT u.operation_name),
@@ -616,7 +616,7 @@ CREATE FUNCTION monitoring.dashboard_user_errors(p_from timestamptz, p_to timest
     RETURNS TABLE (user_key text, tenant text, errors bigint, issues bigint, last_error timestamptz)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT u.user_key, (pg_catalog.array_agg(u.tenant ORDER BY u.occurred_at DESC) FILTER (WHERE u.tenant IS NOT NULL))[1],
            pg_catalog.count(*), pg_catalog.count(DISTINCT u.error_id), pg_catalog.max(u.occurred_at)
@@ -642,7 +642,7 @@ CREATE FUNCTION monitoring.dashboard_tenants(p_from timestamptz, p_to timestampt
                    p95_ms double precision, errors bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH requests AS (
         SELECT COALESCE(s.attributes ->> 'tenant.id', s.attributes ->> 'tenant') AS tenant,
@@ -684,7 +684,7 @@ CREATE FUNCTION monitoring.dashboard_new_users(p_from timestamptz, p_to timestam
     RETURNS TABLE ("time" timestamptz, new_users bigint, active_users bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -734,7 +734,7 @@ CREATE FUNCTION monitoring.dashboard_metric_rate(p_from timestamptz, p_to timest
     RETURNS TABLE ("time" timestamptz, per_second double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket, interval '1 minute') AS w
@@ -765,7 +765,7 @@ CREATE FUNCTION monitoring.dashboard_metric_gauge(p_from timestamptz, p_to times
     RETURNS TABLE ("time" timestamptz, value double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket, interval '1 minute') AS w
@@ -801,7 +801,7 @@ CREATE FUNCTION monitoring.dashboard_metric_histogram(p_from timestamptz, p_to t
                    p99 double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket, interval '1 minute') AS w
@@ -835,7 +835,7 @@ CREATE FUNCTION monitoring.dashboard_audit_events(p_from timestamptz, p_to times
                    changed_by text, application_user text, table_name text, trace_id text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.changed_at, c.entity_name, pg_catalog.left(c.entity_id, 200), c.change_type,
            pg_catalog.array_to_string(c.changed_columns, ', '), c.changed_by, c.application_user, c.table_name,
@@ -853,7 +853,7 @@ CREATE FUNCTION monitoring.dashboard_audit_event_types(p_from timestamptz, p_to 
     RETURNS TABLE ("time" timestamptz, inserts bigint, updates bigint, deletes bigint, truncates bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -883,7 +883,7 @@ CREATE FUNCTION monitoring.dashboard_admin_actions(p_from timestamptz, p_to time
     RETURNS TABLE (created_at timestamptz, actor text, action text, fingerprint text, title text, details text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT a.created_at, a.actor, a.action, g.error_fingerprint, pg_catalog.left(g.title, 200),
            pg_catalog.left(a.details::text, 300)
@@ -907,7 +907,7 @@ CREATE FUNCTION monitoring.dashboard_permission_changes(p_from timestamptz, p_to
                    changed_by text, application_user text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.changed_at, c.entity_name, pg_catalog.left(c.entity_id, 200), c.change_type,
            pg_catalog.array_to_string(c.changed_columns, ', '), c.changed_by, c.application_user
@@ -927,7 +927,7 @@ CREATE FUNCTION monitoring.dashboard_changes_by_actor(p_from timestamptz, p_to t
                    last_change timestamptz)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(c.application_user, c.changed_by), c.changed_by, c.entity_name,
            pg_catalog.count(*) FILTER (WHERE c.change_type = 'INSERT'),
@@ -948,7 +948,7 @@ CREATE FUNCTION monitoring.dashboard_audit_lag()
     RETURNS TABLE (seconds_since_last_change double precision, changes_last_hour bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     -- changes of a transaction still running are later than its now(): no negative lag
     -- (GREATEST ignores a NULL, so no change at all stays NULL only through the CASE)
@@ -968,7 +968,7 @@ CREATE FUNCTION monitoring.dashboard_compliance_status()
     RETURNS TABLE (check_name text, status text, detail text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT 'change tracking',
            CASE WHEN pg_catalog.count(*) > 0 THEN 'ok' ELSE 'warning' END,
@@ -1004,7 +1004,7 @@ CREATE FUNCTION monitoring.dashboard_database_activity()
                    sessions_per_minute double precision, stats_since timestamptz)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.xact_commit, d.xact_rollback,
            (100.0 * d.xact_rollback / NULLIF(d.xact_commit + d.xact_rollback, 0))::double precision,

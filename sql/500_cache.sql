@@ -123,7 +123,7 @@ CREATE FUNCTION monitoring._sample_cache_stats()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     sampled bigint;
@@ -168,7 +168,7 @@ CREATE FUNCTION monitoring._dashboard_cache_intervals(p_from timestamptz, p_to t
                    sets bigint, evictions bigint, entries bigint, expired_pending bigint, bytes bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH runs AS (
         SELECT r.sampled_at, pg_catalog.lag(r.sampled_at) OVER (ORDER BY r.sampled_at) AS previous_at
@@ -198,7 +198,7 @@ CREATE FUNCTION monitoring.dashboard_cache_namespaces()
     RETURNS TABLE (namespace text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT DISTINCT h.namespace FROM monitoring.cache_stats_history h
     WHERE h.sampled_at > pg_catalog.now() - interval '1 day'
@@ -215,7 +215,7 @@ CREATE FUNCTION monitoring.dashboard_cache_activity(p_from timestamptz, p_to tim
                    hit_ratio_pct double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -255,7 +255,7 @@ CREATE FUNCTION monitoring.dashboard_cache_size(p_from timestamptz, p_to timesta
                    bytes double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH width AS (
         SELECT monitoring._dashboard_bucket(p_from, p_to, p_bucket) AS w
@@ -293,7 +293,7 @@ CREATE FUNCTION monitoring.dashboard_cache_namespace_stats(p_from timestamptz, p
                    evictions bigint, entries bigint, bytes bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.namespace, pg_catalog.sum(i.hits)::bigint, pg_catalog.sum(i.misses)::bigint,
            (100.0 * pg_catalog.sum(i.hits) / NULLIF(pg_catalog.sum(i.hits) + pg_catalog.sum(i.misses), 0))::double precision,
@@ -316,7 +316,7 @@ CREATE FUNCTION monitoring.dashboard_cache_summary(p_from timestamptz, p_to time
                    expired_pending bigint, bytes bigint, seconds_since_sample double precision)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH counted AS (
         SELECT pg_catalog.sum(i.hits) AS hits, pg_catalog.sum(i.misses) AS misses

@@ -7,7 +7,7 @@
 -- that cannot be inlined (a SET clause) would be planned again at every call. The hot reader,
 -- cache_get_entry, is a SQL function PostgreSQL inlines into the caller's query: it reads the
 -- view cache_live_entries, which has the owner's privileges, so it needs neither SECURITY
--- DEFINER nor the SET search_path that would cost a fifth of a read (0.15.0, measured).
+-- DEFINER nor a SET search_path, either of which would keep it from being inlined.
 --
 -- Time: expiry is decided by clock_timestamp(), not by now(): an entry set with a TTL of one
 -- second inside a transaction that lasts a minute is already gone when the transaction reads
@@ -25,7 +25,7 @@ CREATE OR REPLACE FUNCTION monitoring._cache_check_key(p_key text, p_namespace t
     RETURNS boolean
     LANGUAGE plpgsql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_namespace IS NULL OR pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
@@ -53,7 +53,7 @@ CREATE OR REPLACE FUNCTION monitoring._cache_expires_at(p_ttl interval)
     RETURNS timestamptz
     LANGUAGE plpgsql
     VOLATILE   -- clock_timestamp()
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     at_now timestamptz := pg_catalog.clock_timestamp();
@@ -78,19 +78,20 @@ COMMENT ON FUNCTION monitoring._cache_expires_at(interval) IS
 -- settings: pg_observe.cache_namespace; pg_observe.cache_pending, the Unix second of its first
 -- event (10 digits) followed by one letter per single-key event (h hit, m miss, s set); and
 -- pg_observe.cache_pending_batch, the hits, misses and sets of batches ("h,m,s"). cache_get,
--- cache_get_entry and cache_set append their letter inline (_cache_note_one, about a
--- microsecond); _cache_note() adds everything to the backend's own row of cache_counters once
+-- cache_get_entry and cache_set append their letter inline (_cache_note_one, a few
+-- microseconds); _cache_note() adds everything to the backend's own row of cache_counters once
 -- 100 single events or 10,000 batch events are pending, once the first is 10 seconds old, or
 -- when another namespace is counted. Settings follow the transaction: the events of a
--- rolled-back call are not counted. A session can only forge its own counts (a setting that is
--- not well-formed is dropped), or call _cache_note_get(), one event per call.
+-- rolled-back call are not counted. A session can forge counts through its own settings, into
+-- its own backend's rows (a setting that is not well-formed is dropped): counts are statistics,
+-- not a ledger.
 
 CREATE OR REPLACE FUNCTION monitoring._cache_note(p_namespace text, p_hits bigint, p_misses bigint, p_sets bigint,
                                                   p_flush boolean DEFAULT false)
     RETURNS boolean
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     pending_namespace text := pg_catalog.current_setting('pg_observe.cache_namespace', true);
@@ -100,6 +101,13 @@ DECLARE
     events bigint := p_hits + p_misses + p_sets;
     now_epoch bigint := pg_catalog.date_part('epoch', pg_catalog.now())::bigint;
 BEGIN
+    IF pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
+        -- a namespace that cannot hold an entry is not counted, nor its (forged) pending list kept
+        IF pending_namespace = p_namespace THEN
+            pending := pg_catalog.set_config('pg_observe.cache_pending', '', false);
+        END IF;
+        RETURN true;
+    END IF;
     IF pending !~ '^[0-9]{10}[hms]*$' OR pg_catalog.octet_length(pending_namespace) NOT BETWEEN 1 AND 64 THEN
         pending := NULL;   -- not ours, or forged: dropped
     ELSIF batch ~ '^[0-9]{1,15},[0-9]{1,15},[0-9]{1,15}$' THEN
@@ -130,8 +138,8 @@ BEGIN
     END IF;
     IF pg_catalog.current_setting('transaction_read_only') = 'on' THEN
         -- Read-only transactions (and standbys) cannot write: keep the counts in the session as
-        -- batch counts, up to a bound, and empty the letters (_cache_note_one() appends before it
-        -- calls here). Events of another namespace than the pending one are dropped.
+        -- batch counts, up to a bound, and start the letters anew (_cache_note_one() appends
+        -- before it calls here). Events of another namespace than the pending one are dropped.
         IF pending IS NULL THEN
             batch_counts := ARRAY[p_hits, p_misses, p_sets];
             pending_namespace := pg_catalog.set_config('pg_observe.cache_namespace', p_namespace, false);
@@ -141,8 +149,7 @@ BEGIN
         IF batch_counts[1] + batch_counts[2] + batch_counts[3] < 1000000 THEN
             batch := pg_catalog.set_config('pg_observe.cache_pending_batch', pg_catalog.array_to_string(batch_counts, ','), false);
         END IF;
-        pending := pg_catalog.set_config('pg_observe.cache_pending',
-                                         COALESCE(pg_catalog.left(pending, 10), pg_catalog.lpad(now_epoch::text, 10, '0')), false);
+        pending := pg_catalog.set_config('pg_observe.cache_pending', pg_catalog.lpad(now_epoch::text, 10, '0'), false);
         RETURN false;
     END IF;
     -- Add what is pending with this call's events; a few events of another namespace start the
@@ -177,14 +184,13 @@ COMMENT ON FUNCTION monitoring._cache_note(text, bigint, bigint, bigint, boolean
     'Counts cache hits, misses and sets in the session; adds them to cache_counters every 100 single events, 10,000 batch events or 10 seconds';
 
 -- _cache_note() for a read of cache_get_entry, which runs as its caller: raises the error of a
--- NULL key or namespace, counts a hit or a miss (not in a namespace that cannot hold an entry:
--- empty, over 64 bytes). Always true: the event is dealt with.
+-- NULL key or namespace, counts a hit or a miss. Always true: the event is dealt with.
 CREATE OR REPLACE FUNCTION monitoring._cache_note_get(p_key text, p_namespace text, p_found boolean)
     RETURNS boolean
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_key IS NULL OR p_namespace IS NULL THEN
@@ -193,9 +199,7 @@ BEGIN
     IF p_found IS NULL THEN
         RAISE EXCEPTION 'a read is found or not, got NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF pg_catalog.octet_length(p_namespace) BETWEEN 1 AND 64 THEN
-        PERFORM monitoring._cache_note(p_namespace, p_found::integer, (NOT p_found)::integer, 0);
-    END IF;
+    PERFORM monitoring._cache_note(p_namespace, p_found::integer, (NOT p_found)::integer, 0);
     RETURN true;
 END
 $$;
@@ -217,7 +221,7 @@ AS $$
     SELECT CASE
         WHEN pg_catalog.current_setting('pg_observe.cache_namespace', true) OPERATOR(pg_catalog.=) p_namespace
          AND pg_catalog.left(pg_catalog.current_setting('pg_observe.cache_pending', true), 10) COLLATE pg_catalog."C"
-             OPERATOR(pg_catalog.>=) (pg_catalog.date_part('epoch', pg_catalog.now())::bigint OPERATOR(pg_catalog.-) 10)::text
+             OPERATOR(pg_catalog.>=) (pg_catalog.date_part('epoch', pg_catalog.now())::bigint OPERATOR(pg_catalog.-) 10)::pg_catalog.text
         THEN pg_catalog.length(pg_catalog.set_config('pg_observe.cache_pending',
                                                      pg_catalog.current_setting('pg_observe.cache_pending', true)
                                                      OPERATOR(pg_catalog.||) p_event,
@@ -239,8 +243,8 @@ AS $$
     SELECT CASE
         WHEN pg_catalog.current_setting('pg_observe.cache_namespace', true) OPERATOR(pg_catalog.=) p_namespace
          AND pg_catalog.current_setting('pg_observe.cache_pending', true) OPERATOR(pg_catalog.~) '^[0-9]{10}[hms]*$'
-         AND pg_catalog.left(pg_catalog.current_setting('pg_observe.cache_pending', true), 10) COLLATE "C"
-             OPERATOR(pg_catalog.>=) (pg_catalog.date_part('epoch', pg_catalog.now())::bigint OPERATOR(pg_catalog.-) 10)::text
+         AND pg_catalog.left(pg_catalog.current_setting('pg_observe.cache_pending', true), 10) COLLATE pg_catalog."C"
+             OPERATOR(pg_catalog.>=) (pg_catalog.date_part('epoch', pg_catalog.now())::bigint OPERATOR(pg_catalog.-) 10)::pg_catalog.text
          AND pg_catalog.current_setting('pg_observe.cache_pending_batch', true) OPERATOR(pg_catalog.~) '^[0-9]{1,4},[0-9]{1,4},[0-9]{1,4}$'
          AND pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 1)::bigint OPERATOR(pg_catalog.+) pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 2)::bigint OPERATOR(pg_catalog.+) pg_catalog.split_part(pg_catalog.current_setting('pg_observe.cache_pending_batch', true), ',', 3)::bigint
              OPERATOR(pg_catalog.+) p_hits OPERATOR(pg_catalog.+) p_misses OPERATOR(pg_catalog.+) p_sets OPERATOR(pg_catalog.<) 10000
@@ -260,7 +264,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_flush_stats()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     pending_namespace text := pg_catalog.current_setting('pg_observe.cache_namespace', true);
@@ -281,7 +285,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_get(p_key text, p_namespace text DEF
     LANGUAGE plpgsql
     VOLATILE   -- it counts
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     found_value jsonb;
@@ -309,29 +313,32 @@ COMMENT ON FUNCTION monitoring.cache_get(text, text) IS
     'The JSON value of a live key, NULL when absent or expired (entries of bytes or text: use cache_get_entry)';
 
 -- The Python client's get. A SQL function that PostgreSQL inlines into the caller's query: a
--- read costs the SELECT and the count, not a function call too (0.15.0: 12 to 15 µs of server
--- time instead of 17, measured; docs/cache.md). Inlining wants a SQL function that is neither
--- SECURITY DEFINER, nor has a SET clause, nor is VOLATILE; hence the view, and STABLE although
--- it counts: its only writes are the session's counting settings and, every 100 events, the
--- session's row of cache_counters through _cache_note_get(). Every name is
--- schema-qualified, as the caller's search_path is in force. OFFSET 0 fences the subquery, so
--- that the count runs once, found or not.
+-- read costs the SELECT and the count, not a function call too (0.15.0: 13.1 to 14.2 µs of
+-- backend CPU instead of 16.4 to 16.7, measured; docs/cache.md). Inlining wants a SQL
+-- function that is neither SECURITY DEFINER, nor has a SET clause, nor is VOLATILE; hence the
+-- view, and STABLE although it counts: its only writes are the session's counting settings
+-- and, every 100 events, the session's row of cache_counters through _cache_note_get().
+-- Every name is schema-qualified, as the caller's search_path is in force. The count is a volatile condition
+-- on the fenced (OFFSET 0) lookup: it runs once, found or not, and keeps PostgreSQL from
+-- caching the lookup's result per key in a lateral join (Memoize), which would skip counts.
 CREATE OR REPLACE FUNCTION monitoring.cache_get_entry(p_key text, p_namespace text DEFAULT 'default')
     RETURNS TABLE (value jsonb, value_bytes bytea, value_type text, expires_at timestamptz)
     LANGUAGE sql
     STABLE
 AS $$
     SELECT f.value, f.value_bytes, f.value_type, f.expires_at
-    FROM (SELECT e.value, e.value_bytes, e.value_type, e.expires_at,
-                 -- (a NULL key or namespace goes to _cache_note_get, which raises its error)
-                 monitoring._cache_note_one(CASE WHEN p_key IS NOT NULL THEN p_namespace END,
-                                            CASE WHEN e.value_type IS NULL THEN 'm' ELSE 'h' END)
-                 OR monitoring._cache_note_get(p_key, p_namespace, e.value_type IS NOT NULL) AS counted
+    FROM (SELECT e.value, e.value_bytes, e.value_type, e.expires_at
           FROM (VALUES (1)) AS one (x)
           LEFT JOIN monitoring.cache_live_entries e
                  ON e.namespace OPERATOR(pg_catalog.=) p_namespace AND e.key OPERATOR(pg_catalog.=) p_key
           OFFSET 0) f
-    WHERE f.value_type IS NOT NULL AND f.counted IS NOT NULL
+    -- one condition, so that the count runs before the row is dropped; a NULL key or
+    -- namespace goes to _cache_note_get, which raises its error
+    WHERE CASE WHEN monitoring._cache_note_one(CASE WHEN p_key IS NOT NULL THEN p_namespace END,
+                                               CASE WHEN f.value_type IS NULL THEN 'm' ELSE 'h' END)
+                    OR monitoring._cache_note_get(p_key, p_namespace, f.value_type IS NOT NULL)
+               THEN f.value_type IS NOT NULL
+          END
 $$;
 COMMENT ON FUNCTION monitoring.cache_get_entry(text, text) IS
     'A live entry with its type (json, text or bytes) and expiry; no row when absent or expired';
@@ -341,7 +348,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_get_many(p_keys text[], p_namespace 
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     found_count integer;
@@ -377,7 +384,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_get_many_packed(p_keys text[], p_nam
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     found_count integer;
@@ -417,7 +424,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_ttl(p_key text, p_namespace text DEF
     LANGUAGE plpgsql
     VOLATILE   -- clock_timestamp()
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     at_now timestamptz := pg_catalog.clock_timestamp();
@@ -446,7 +453,7 @@ CREATE OR REPLACE FUNCTION monitoring._cache_glob(p_pattern text, OUT like_patte
                                                   OUT matches_nothing boolean)
     LANGUAGE plpgsql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     chars text[];
@@ -553,7 +560,7 @@ CREATE OR REPLACE FUNCTION monitoring._cache_regex_member(p_char text)
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_char IN ('\', ']', '[', '^', '-') THEN '\' || p_char ELSE p_char END
 $$;
@@ -565,7 +572,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_keys(p_pattern text DEFAULT '*', p_n
     LANGUAGE plpgsql
     VOLATILE   -- clock_timestamp()
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     glob record := monitoring._cache_glob(p_pattern);
@@ -599,7 +606,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_set(p_key text, p_value jsonb, p_ttl
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     at_now timestamptz := pg_catalog.clock_timestamp();
@@ -635,7 +642,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_set_bytes(p_key text, p_value bytea,
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 BEGIN
@@ -671,7 +678,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_set_many_arrays(p_keys text[], p_val
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     expires timestamptz := monitoring._cache_expires_at(p_ttl);
@@ -738,7 +745,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_set_many(p_entries jsonb, p_ttl inte
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     expires timestamptz := monitoring._cache_expires_at(p_ttl);
@@ -783,7 +790,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_incr(p_key text, p_by bigint DEFAULT
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     at_now timestamptz := pg_catalog.clock_timestamp();
@@ -839,7 +846,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_set_if_absent(p_key text, p_value js
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     at_now timestamptz := pg_catalog.clock_timestamp();
@@ -872,7 +879,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_expire(p_key text, p_ttl interval, p
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     at_now timestamptz := pg_catalog.clock_timestamp();
@@ -895,7 +902,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_delete(p_key text, p_namespace text 
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     was_live boolean;
@@ -917,7 +924,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_delete_many(p_keys text[], p_namespa
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     -- the DELETE locks its rows in the order it finds them: in key order through the primary
     -- key, whatever the table's size (a sequential scan would take them in any order)
     SET enable_seqscan = off
@@ -953,7 +960,7 @@ CREATE OR REPLACE FUNCTION monitoring.cache_delete_pattern(p_pattern text, p_nam
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     glob record := monitoring._cache_glob(p_pattern);
@@ -994,7 +1001,7 @@ CREATE OR REPLACE FUNCTION monitoring.expire_cache(p_batch integer DEFAULT 10000
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     at_now timestamptz := pg_catalog.clock_timestamp();
@@ -1045,7 +1052,7 @@ CREATE OR REPLACE FUNCTION monitoring._fold_cache_counters()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     folded integer;

@@ -43,7 +43,7 @@ CREATE OR REPLACE FUNCTION monitoring._refresh_error_capture_state()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- Refreshes take turns, and each reads the tables in a statement of its own, after the
@@ -79,7 +79,7 @@ CREATE OR REPLACE FUNCTION monitoring._error_capture_settings_changed()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM monitoring._refresh_error_capture_state();

@@ -16,7 +16,7 @@ CREATE OR REPLACE FUNCTION monitoring._forget_cached_fingerprints()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     TRUNCATE monitoring.error_fingerprint_cache;
@@ -34,7 +34,7 @@ CREATE OR REPLACE FUNCTION monitoring._expire_fingerprint_cache()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     removed bigint;

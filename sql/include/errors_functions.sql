@@ -32,7 +32,7 @@ CREATE OR REPLACE FUNCTION monitoring._event_time(p_value jsonb)
     RETURNS timestamptz
     LANGUAGE plpgsql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF pg_catalog.jsonb_typeof(p_value) OPERATOR(pg_catalog.=) 'number' THEN
@@ -49,7 +49,7 @@ CREATE OR REPLACE FUNCTION monitoring._uuid_or_null(p_value text)
     RETURNS uuid
     LANGUAGE plpgsql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN p_value::uuid;
@@ -82,7 +82,7 @@ CREATE OR REPLACE FUNCTION monitoring._events_to_occurrences(p_events jsonb, p_r
     RETURNS SETOF monitoring.tb_error_occurrence
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan   -- see the note at the top
 AS $$
 DECLARE
@@ -207,7 +207,7 @@ CREATE OR REPLACE FUNCTION monitoring._release_older(a text, b text)
     LANGUAGE sql
     IMMUTABLE
     PARALLEL SAFE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN a IS NULL OR b IS NULL THEN false
@@ -230,7 +230,7 @@ CREATE OR REPLACE FUNCTION monitoring._fingerprint_rules()
     RETURNS text
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
@@ -251,7 +251,7 @@ CREATE OR REPLACE FUNCTION monitoring._scrub_occurrence(p_row monitoring.tb_erro
     RETURNS monitoring.tb_error_occurrence
     LANGUAGE plpgsql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     scrubbed jsonb := monitoring._scrub(pg_catalog.jsonb_build_object(
@@ -284,7 +284,7 @@ CREATE OR REPLACE FUNCTION monitoring._fingerprint_occurrence(p_row monitoring.t
     RETURNS jsonb
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN (monitoring._fingerprint_events(
@@ -412,7 +412,7 @@ CREATE OR REPLACE FUNCTION monitoring._prepare_error_occurrences(p_rows monitori
     RETURNS SETOF monitoring.tb_error_occurrence
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan   -- see the note at the top
 AS $$
 DECLARE
@@ -617,7 +617,7 @@ CREATE OR REPLACE FUNCTION monitoring._fold_error_counters(
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan   -- see the note at the top
 AS $$
 DECLARE
@@ -693,7 +693,7 @@ CREATE OR REPLACE FUNCTION monitoring._count_error_facts(p_facts monitoring.erro
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan   -- see the note at the top
 AS $$
 DECLARE
@@ -738,7 +738,7 @@ CREATE OR REPLACE FUNCTION monitoring._count_error_occurrences(p_rows monitoring
     RETURNS integer
     LANGUAGE sql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT monitoring._count_error_facts(ARRAY(
         SELECT ROW(n.error_id, monitoring._user_key(n.user_info, n.context), n.occurred_at, n.environment, n.service,
@@ -770,7 +770,7 @@ CREATE OR REPLACE FUNCTION monitoring._error_occurrence_prepare()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     prepared monitoring.tb_error_occurrence;
@@ -897,7 +897,7 @@ CREATE OR REPLACE FUNCTION monitoring._error_occurrence_begin()
     RETURNS trigger
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM pg_catalog.set_config('pg_observe.capture_statement', 'on', true);
@@ -917,7 +917,7 @@ CREATE OR REPLACE FUNCTION monitoring._error_occurrence_fold()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     deltas_pending boolean := COALESCE(pg_catalog.current_setting('pg_observe.capture_pending', true), '0') OPERATOR(pg_catalog.<>) '0';
@@ -942,7 +942,7 @@ CREATE OR REPLACE FUNCTION monitoring._fold_error_capture_journal(p_leftovers bo
     RETURNS integer
     LANGUAGE sql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH taken AS (
         DELETE FROM monitoring.error_capture_journal j
@@ -963,7 +963,7 @@ CREATE OR REPLACE FUNCTION monitoring._fold_own_error_counters()
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN monitoring._fold_error_counters(ARRAY(
@@ -978,7 +978,7 @@ CREATE OR REPLACE FUNCTION monitoring._fold_all_error_counters()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM monitoring._fold_error_capture_journal(true);   -- leftovers: see there
@@ -992,7 +992,7 @@ CREATE OR REPLACE FUNCTION monitoring._expire_error_event_ids()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     removed bigint;
@@ -1010,7 +1010,7 @@ CREATE OR REPLACE FUNCTION monitoring._store_error_occurrences(p_events jsonb, p
     RETURNS monitoring.tb_error_occurrence[]
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan   -- see the note at the top
     -- A batch of 1,000 realistic events is about 7 MB of rows: with the default 4 MB, every
     -- pass over them (unnest, sorts, the INSERT's input) spilled to a temporary file. This
@@ -1042,7 +1042,7 @@ CREATE OR REPLACE FUNCTION monitoring.capture_error(p_event jsonb)
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_event IS NULL OR pg_catalog.jsonb_typeof(p_event) OPERATOR(pg_catalog.<>) 'object' THEN
@@ -1060,7 +1060,7 @@ CREATE OR REPLACE FUNCTION monitoring.capture_errors(p_events jsonb)
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF pg_catalog.jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN

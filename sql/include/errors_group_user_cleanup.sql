@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION monitoring._forget_deleted_group_users()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     DELETE FROM monitoring.error_group_user u
@@ -24,7 +24,7 @@ CREATE OR REPLACE FUNCTION monitoring._forget_all_group_users()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     TRUNCATE monitoring.error_group_user;

@@ -7,7 +7,7 @@ CREATE FUNCTION monitoring._create_error_occurrence_partition(target_date date, 
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     partman name := monitoring._partman_schema();
@@ -42,7 +42,7 @@ CREATE FUNCTION monitoring._ensure_error_occurrence_partitions(months_ahead inte
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     month_start date;
@@ -80,7 +80,7 @@ CREATE FUNCTION monitoring.get_partition_stats()
     RETURNS TABLE (table_name text, partition_name text, row_count bigint, total_size text, index_size text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p.relname::text, c.relname::text, GREATEST(c.reltuples, 0)::bigint,
            pg_catalog.pg_size_pretty(pg_catalog.pg_total_relation_size(c.oid)),

@@ -12,7 +12,7 @@ CREATE OR REPLACE FUNCTION monitoring.queue_error(p_event jsonb)
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     given_id text := p_event OPERATOR(pg_catalog.->>) 'event_id';
@@ -47,7 +47,7 @@ CREATE OR REPLACE FUNCTION monitoring._store_queued_errors(p_ids bigint[])
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer := pg_catalog.cardinality(p_ids);
@@ -91,7 +91,7 @@ CREATE OR REPLACE FUNCTION monitoring.process_error_queue(p_max_events integer D
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ids bigint[];
@@ -142,7 +142,7 @@ CREATE OR REPLACE FUNCTION monitoring._process_error_queue_task()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     taken integer;
@@ -165,7 +165,7 @@ CREATE OR REPLACE FUNCTION monitoring.retry_failed_errors()
     RETURNS bigint
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     queued bigint;

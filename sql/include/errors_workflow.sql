@@ -5,7 +5,7 @@ CREATE FUNCTION monitoring._find_error_group(p_fingerprint text)
     RETURNS monitoring.tb_error_log
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     grp monitoring.tb_error_log;
@@ -27,7 +27,7 @@ CREATE FUNCTION monitoring.resolve_error(p_fingerprint text, p_in_release text D
     RETURNS monitoring.tb_error_log
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     grp monitoring.tb_error_log := monitoring._find_error_group(p_fingerprint);
@@ -50,7 +50,7 @@ CREATE FUNCTION monitoring.unresolve_error(p_fingerprint text, p_actor text DEFA
     RETURNS monitoring.tb_error_log
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     grp monitoring.tb_error_log := monitoring._find_error_group(p_fingerprint);
@@ -72,7 +72,7 @@ CREATE FUNCTION monitoring.ignore_error(p_fingerprint text, p_until timestamptz 
     RETURNS monitoring.tb_error_log
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     grp monitoring.tb_error_log := monitoring._find_error_group(p_fingerprint);
@@ -101,7 +101,7 @@ CREATE FUNCTION monitoring.assign_error(p_fingerprint text, p_assignee text, p_a
     RETURNS monitoring.tb_error_log
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     grp monitoring.tb_error_log := monitoring._find_error_group(p_fingerprint);
@@ -167,7 +167,7 @@ CREATE FUNCTION monitoring.top_issues(p_since interval DEFAULT '24 hours', p_env
                    affected_users bigint, first_seen timestamptz, last_seen timestamptz, assignee text)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT g.error_fingerprint, g.error_type, g.title, g.status, pg_catalog.count(*) AS occurrences,
            pg_catalog.count(DISTINCT monitoring._user_key(o.user_info, o.context)) AS affected_users,
@@ -189,7 +189,7 @@ CREATE FUNCTION monitoring.issue_occurrences(p_fingerprint text, p_since interva
     RETURNS SETOF monitoring.errors
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM monitoring.errors e
     WHERE e.error_id OPERATOR(pg_catalog.=) (monitoring._find_error_group(p_fingerprint)).error_id
@@ -203,7 +203,7 @@ CREATE FUNCTION monitoring.error_trends(p_since interval DEFAULT '7 days', p_buc
     RETURNS TABLE (bucket timestamptz, fingerprint text, occurrences bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.date_bin(p_bucket, o.occurred_at, '2000-01-01'::timestamptz), g.error_fingerprint,
            pg_catalog.count(*)
@@ -219,7 +219,7 @@ CREATE FUNCTION monitoring.affected_users(p_since interval DEFAULT '24 hours', p
     RETURNS TABLE (user_key text, unique_errors bigint, total_errors bigint, error_types text[])
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT monitoring._user_key(o.user_info, o.context), pg_catalog.count(DISTINCT o.error_id), pg_catalog.count(*),
            pg_catalog.array_agg(DISTINCT o.exception_type)
@@ -236,7 +236,7 @@ CREATE FUNCTION monitoring.first_vs_repeat_errors(p_since interval DEFAULT '24 h
     RETURNS TABLE (kind text, issues bigint, occurrences bigint)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN g.first_seen OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) p_since)
                 THEN 'first seen in window' ELSE 'seen before' END,

@@ -5,7 +5,7 @@ CREATE OR REPLACE FUNCTION monitoring._maintenance_jobs()
     RETURNS TABLE (job_name text, schedule text, command text)
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('pg_observe_maintenance', '*/5 * * * *', 'SELECT monitoring.run_maintenance()'),
            -- the backstop of pg-observe worker: delivers notifications when no worker runs

@@ -5,7 +5,7 @@ CREATE OR REPLACE FUNCTION monitoring._run_maintenance(p_caller_search_path text
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cfg monitoring.time_series_config;

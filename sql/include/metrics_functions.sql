@@ -5,7 +5,7 @@
 CREATE FUNCTION monitoring._store_metrics(p_points jsonb, OUT accepted integer, OUT rejected integer)
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET timezone = 'UTC'
 AS $$
 DECLARE
@@ -80,7 +80,7 @@ CREATE FUNCTION monitoring.record_metrics(p_points jsonb)
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_points IS NULL OR pg_catalog.jsonb_typeof(p_points) <> 'array' THEN
@@ -106,7 +106,7 @@ CREATE FUNCTION monitoring.rollup_metrics()
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     read_from timestamptz;

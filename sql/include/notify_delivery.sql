@@ -19,7 +19,7 @@ CREATE OR REPLACE FUNCTION monitoring._notification_settings()
     RETURNS monitoring.notification_settings
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     settings monitoring.notification_settings;
@@ -39,7 +39,7 @@ CREATE OR REPLACE FUNCTION monitoring._claim_notifications(p_limit integer, p_di
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     settings monitoring.notification_settings := monitoring._notification_settings();
@@ -87,7 +87,7 @@ CREATE OR REPLACE FUNCTION monitoring._send_with_function(p_function regprocedur
     RETURNS jsonb
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     answer jsonb;
@@ -128,7 +128,7 @@ CREATE OR REPLACE FUNCTION monitoring._deliver_notifications(p_claim_token uuid,
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     settings monitoring.notification_settings := monitoring._notification_settings();
@@ -183,7 +183,7 @@ CREATE OR REPLACE FUNCTION monitoring._record_notification_results(
     RETURNS jsonb
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     summary jsonb;
@@ -291,7 +291,7 @@ CREATE OR REPLACE FUNCTION monitoring.retry_notifications(p_queue_ids bigint[] D
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     requeued integer;
@@ -313,7 +313,7 @@ CREATE OR REPLACE FUNCTION monitoring.test_notification(p_config_id uuid)
     RETURNS bigint
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rule monitoring.tb_error_notification_config;
@@ -355,7 +355,7 @@ CREATE OR REPLACE FUNCTION monitoring._expire_notification_queue()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     settings monitoring.notification_settings := monitoring._notification_settings();

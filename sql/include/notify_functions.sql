@@ -18,7 +18,7 @@ CREATE OR REPLACE FUNCTION monitoring._notification_key(p_config_id uuid, p_erro
     RETURNS uuid
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.md5(pg_catalog.concat_ws('/', p_config_id, p_error_id, p_trigger, p_detail))::uuid
 $$;
@@ -35,7 +35,7 @@ CREATE OR REPLACE FUNCTION monitoring._notification_window_count(
     RETURNS bigint
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     since timestamptz := now() - make_interval(mins => p_minutes);
@@ -71,7 +71,7 @@ CREATE OR REPLACE FUNCTION monitoring._queue_error_notifications(p_rows monitori
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan   -- an array parameter: see errors_functions.sql
 AS $$
 DECLARE
@@ -190,7 +190,7 @@ CREATE OR REPLACE FUNCTION monitoring._enqueue_error_notifications(p_fired jsonb
     RETURNS integer
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     queued integer;
@@ -269,7 +269,7 @@ CREATE OR REPLACE FUNCTION monitoring._watch_error_notifications(p_rows monitori
     RETURNS void
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan   -- an array parameter: see errors_functions.sql
 AS $$
 BEGIN
@@ -308,7 +308,7 @@ CREATE OR REPLACE FUNCTION monitoring._forget_notification_watch()
     RETURNS trigger
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     DELETE FROM monitoring.notification_watch;
@@ -321,7 +321,7 @@ CREATE OR REPLACE FUNCTION monitoring._forget_group_notification_watch()
     RETURNS trigger
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     DELETE FROM monitoring.notification_watch w WHERE w.error_id = OLD.error_id;
@@ -337,7 +337,7 @@ CREATE OR REPLACE FUNCTION monitoring._redact_channel_config(p_config jsonb)
     RETURNS jsonb
     LANGUAGE plpgsql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     redacted jsonb;

@@ -21,7 +21,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_thresholds(s monitoring.health_set
                    default_row_age_critical interval, maintenance_warning interval, maintenance_critical interval)
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(s.database_growth_warning, 10485760),
            COALESCE(s.queue_lag_warning, interval '5 minutes'),
@@ -42,7 +42,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_settings()
                    default_row_age_critical interval, maintenance_warning interval, maintenance_critical interval)
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t.*
     FROM (VALUES (true)) one (settings_id)
@@ -58,7 +58,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_settings_validate()
     RETURNS trigger
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t record;
@@ -99,7 +99,7 @@ CREATE OR REPLACE FUNCTION monitoring._partition_health()
     LANGUAGE plpgsql
     STABLE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cfg record;
@@ -200,7 +200,7 @@ CREATE OR REPLACE FUNCTION monitoring._cron_interval(p_schedule text)
     RETURNS interval
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN p_schedule ~ '^\s*\*(/1)?\s+\*\s+\*\s+\*\s+\*\s*$' THEN interval '1 minute'
@@ -218,7 +218,7 @@ CREATE OR REPLACE FUNCTION monitoring._database_growth(p_window interval)
     RETURNS double precision
     LANGUAGE sql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     WITH samples AS (
         SELECT h.sampled_at, h.bytes FROM monitoring.database_size_history h
@@ -243,7 +243,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_partitions()
     RETURNS SETOF monitoring.health_check
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p record;
@@ -312,7 +312,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_maintenance()
     RETURNS SETOF monitoring.health_check
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     limits record;
@@ -435,7 +435,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_queue()
     RETURNS SETOF monitoring.health_check
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     limits record;
@@ -513,7 +513,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_deliveries()
     RETURNS SETOF monitoring.health_check
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     failed bigint;
@@ -549,7 +549,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_dispatcher()
     RETURNS SETOF monitoring.health_check
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     limits record;
@@ -590,7 +590,7 @@ CREATE OR REPLACE FUNCTION monitoring._health_database_growth()
     RETURNS SETOF monitoring.health_check
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     limits record;
@@ -627,7 +627,7 @@ CREATE OR REPLACE FUNCTION monitoring.health()
     LANGUAGE plpgsql
     STABLE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET lock_timeout = '2s'
 AS $$
 DECLARE
@@ -661,7 +661,7 @@ CREATE OR REPLACE FUNCTION monitoring._sample_database_size()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     size bigint := pg_catalog.pg_database_size(pg_catalog.current_database());
@@ -681,7 +681,7 @@ CREATE OR REPLACE FUNCTION monitoring._expire_dispatcher_heartbeats()
     RETURNS text
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     removed bigint;

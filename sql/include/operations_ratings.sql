@@ -6,7 +6,7 @@ CREATE OR REPLACE FUNCTION monitoring._index_usage_category(p_scans bigint)
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_scans IS NULL THEN NULL
                 WHEN p_scans = 0 THEN 'NEVER_USED'
@@ -22,7 +22,7 @@ CREATE OR REPLACE FUNCTION monitoring._bloat_status(p_live bigint, p_dead bigint
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_dead IS NULL OR p_live IS NULL THEN NULL
                 WHEN p_dead < 50 THEN 'OK'
@@ -37,7 +37,7 @@ CREATE OR REPLACE FUNCTION monitoring._function_rating(p_mean_ms double precisio
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_mean_ms IS NULL THEN NULL
                 WHEN p_mean_ms < 50 THEN 'EXCELLENT'
@@ -56,7 +56,7 @@ CREATE OR REPLACE FUNCTION monitoring._connection_pool_status(p_server_total big
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_server_total IS NULL OR p_total IS NULL OR p_idle IS NULL OR p_max_connections IS NULL
                      OR p_max_connections <= 0 THEN NULL
@@ -71,7 +71,7 @@ CREATE OR REPLACE FUNCTION monitoring._slow_query_severity(p_seconds double prec
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_seconds IS NULL THEN NULL
                 WHEN p_seconds > 60 THEN 'CRITICAL'
@@ -86,7 +86,7 @@ CREATE OR REPLACE FUNCTION monitoring._cache_hit_rating(p_ratio_pct numeric, p_t
     RETURNS text
     LANGUAGE sql
     IMMUTABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_ratio_pct IS NULL THEN NULL
                 WHEN p_ratio_pct >= 99 THEN 'EXCELLENT'
@@ -106,7 +106,7 @@ CREATE OR REPLACE FUNCTION monitoring._query_performance()
                    shared_blks_read bigint, cache_hit_ratio numeric, note text)
     LANGUAGE plpgsql
     STABLE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     statements_schema name;

@@ -13,7 +13,7 @@ CREATE OR REPLACE FUNCTION monitoring._store_bisecting(p_batch jsonb, p_kind tex
                                                        OUT rejected integer)
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer := pg_catalog.jsonb_array_length(p_batch);

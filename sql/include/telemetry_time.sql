@@ -43,7 +43,7 @@ CREATE OR REPLACE FUNCTION monitoring._oldest_plausible_time(p_parent regclass)
     RETURNS timestamptz
     LANGUAGE plpgsql
     VOLATILE   -- refreshes partition_bounds_cache
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     kept_for interval;

@@ -9,7 +9,7 @@ CREATE OR REPLACE FUNCTION monitoring._drop_old_partitions(
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     partman name := monitoring._partman_schema();

@@ -167,7 +167,7 @@ CREATE OR REPLACE FUNCTION monitoring._store_spans(p_spans jsonb, p_skip_duplica
                                                    OUT accepted integer, OUT duplicates integer, OUT rejected integer)
     LANGUAGE plpgsql
     VOLATILE
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
     SET timezone = 'UTC'
 AS $$
 DECLARE
@@ -222,7 +222,7 @@ CREATE OR REPLACE FUNCTION monitoring.ingest_spans(p_spans jsonb)
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_spans IS NULL OR pg_catalog.jsonb_typeof(p_spans) <> 'array' THEN
@@ -249,7 +249,7 @@ CREATE OR REPLACE FUNCTION monitoring.ingest_otlp_traces(p_request jsonb)
     LANGUAGE plpgsql
     VOLATILE
     SECURITY DEFINER
-    SET search_path = ''
+    SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_request IS NULL OR pg_catalog.jsonb_typeof(p_request) <> 'object' THEN

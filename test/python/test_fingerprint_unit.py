@@ -19,7 +19,7 @@ _spec.loader.exec_module(fp)
 
 HEADER = (
     "# pg_observe:function monitoring._fingerprint_events(p_events text, p_rules text) RETURNS text "
-    "LANGUAGE plpython3u IMMUTABLE PARALLEL SAFE SET search_path = ''\n"
+    "LANGUAGE plpython3u IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp\n"
     "# pg_observe:entry fingerprint_events_json(p_events, p_rules)\n"
 )
 

@@ -33,7 +33,7 @@ _spec.loader.exec_module(ns)
 
 HEADER = (
     "# pg_observe:function monitoring._send_notifications(p_messages jsonb, p_max_parallel integer) RETURNS jsonb "
-    "LANGUAGE plpython3u VOLATILE SET search_path = ''  # noqa: E501\n"
+    "LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp  # noqa: E501\n"
     "# pg_observe:entry send_all(p_messages, p_max_parallel)\n"
 )
 RESULT_KEYS = ["id", "ok", "error", "recipient", "status_code", "duration_ms", "attempted"]

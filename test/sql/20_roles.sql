@@ -1,7 +1,7 @@
 -- The privilege matrix: writer captures but reads nothing; reader reads but changes nothing;
 -- admin manages. Checked both as catalogue privileges and by acting as each role.
 BEGIN;
-SELECT plan(19);
+SELECT plan(21);
 
 -- writer
 SELECT ok(has_function_privilege('observe_writer', 'monitoring.capture_error(jsonb)', 'EXECUTE'), 'writer may capture');
@@ -37,6 +37,31 @@ SET LOCAL ROLE observe_reader;
 SELECT is((SELECT count(*)::int FROM monitoring.errors WHERE exception_type = 'RoleProbe'), 2, 'reader sees both captures');
 SELECT throws_ok($$DELETE FROM monitoring.tb_error_log$$, '42501', NULL, 'reader cannot delete');
 RESET ROLE;
+
+-- The SECURITY DEFINER functions name pg_temp last in their search_path: left out, PostgreSQL
+-- would search the session's temporary schema first for types, and a temporary domain named
+-- text would run its CHECK, the caller's function, as the owner. cache_flush_stats() casts a
+-- bigint to text as the owner; an error there fails this file. (No pgTAP call while the
+-- domain exists: pgTAP's own casts would find it too.)
+CREATE FUNCTION pg_temp.refuse_owner() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_user <> 'observe_writer' THEN
+        RAISE EXCEPTION 'a temporary type ran its check as %', current_user;
+    END IF;
+    RETURN true;
+END
+$$;
+GRANT EXECUTE ON FUNCTION pg_temp.refuse_owner() TO observe_writer;
+SET LOCAL ROLE observe_writer;
+SELECT set_config('pg_observe.cache_namespace', 'roles', false), set_config('pg_observe.cache_pending', '1000000000h', false);
+CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.refuse_owner());
+SELECT monitoring.cache_flush_stats();
+DROP DOMAIN pg_temp.text;
+RESET ROLE;
+SELECT pass('a temporary domain named text does not reach the SECURITY DEFINER functions');
+SELECT is((SELECT pg_catalog.array_agg(DISTINCT c ORDER BY c) FROM pg_proc p, unnest(p.proconfig) c
+           WHERE p.pronamespace = 'monitoring'::regnamespace AND c LIKE 'search_path=%'),
+          ARRAY['search_path=pg_catalog, pg_temp'], 'every function that sets search_path names pg_temp last');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -377,7 +377,7 @@ SET LOCAL ROLE observe_writer;
 SELECT throws_ok('SELECT monitoring.prometheus_metrics()', '42501', NULL, 'observe_writer may not');
 RESET ROLE;
 SELECT is((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'monitoring'::regnamespace
-           AND p.proname LIKE '%prometheus%' AND (p.prosecdef OR NOT 'search_path=""' = ANY (p.proconfig))),
+           AND p.proname LIKE '%prometheus%' AND (p.prosecdef OR NOT 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig))),
           0::bigint, 'no prometheus function is SECURITY DEFINER; every one sets search_path');
 
 SELECT * FROM finish();

@@ -3,7 +3,7 @@
 -- their escaping, bad input, statistics, maintenance and privileges. Concurrency, the client
 -- and crash restarts are in test/python/test_cache.py.
 BEGIN;
-SELECT plan(220);
+SELECT plan(222);
 
 -- ---------------------------------------------------------------- storage
 SELECT has_table('monitoring', 'cache_entries', 'the cache table exists');
@@ -284,19 +284,26 @@ SELECT is((SELECT count(*)::int FROM (SELECT monitoring.cache_get_entry('i:' || 
 SELECT monitoring.cache_flush_stats();
 SELECT results_eq($$SELECT hits, misses FROM monitoring.cache_stats WHERE namespace = 'stats-inline'$$,
                   $$VALUES (6::bigint, 8::bigint)$$, 'both count every hit and every miss once');
+CREATE TEMP TABLE repeated_keys AS SELECT 'i:' || (g % 3 + 1) AS k FROM generate_series(1, 3000) g;
+ANALYZE repeated_keys;
+SELECT is((SELECT count(*)::int FROM repeated_keys r, LATERAL monitoring.cache_get_entry(r.k, 'stats-inline')), 3000,
+          'a lateral join over 3 keys repeated 3,000 times');
+SELECT monitoring.cache_flush_stats();
+SELECT is((SELECT hits FROM monitoring.cache_stats WHERE namespace = 'stats-inline'), 3006::bigint,
+          'counts 3,000 hits: no result cached per key (Memoize)');
 SELECT monitoring.cache_get_entry('i:1', 'stats-inline') FROM generate_series(1, 99);
 SELECT is(length(current_setting('pg_observe.cache_pending')), 10 + 99, '99 events wait as letters');
 SELECT * FROM monitoring.cache_get_entry('nope', 'stats-inline');
 SELECT results_eq($$SELECT hits, misses FROM monitoring.cache_stats WHERE namespace = 'stats-inline'$$,
-                  $$VALUES (105::bigint, 9::bigint)$$, 'the 100th adds them, itself included');
+                  $$VALUES (3105::bigint, 9::bigint)$$, 'the 100th adds them, itself included');
 SELECT is(length(current_setting('pg_observe.cache_pending')), 10, 'and empties the list');
 SELECT set_config('pg_observe.cache_pending', left(current_setting('pg_observe.cache_pending'), 10) || repeat('h', 120), false);
 SELECT * FROM monitoring.cache_get_entry('nope', 'stats-inline');
 SELECT results_eq($$SELECT hits, misses FROM monitoring.cache_stats WHERE namespace = 'stats-inline'$$,
-                  $$VALUES (225::bigint, 10::bigint)$$, 'an over-long list (forged) is added with the event, not twice');
+                  $$VALUES (3225::bigint, 10::bigint)$$, 'an over-long list (forged) is added with the event, not twice');
 SELECT set_config('pg_observe.cache_pending', '1000000000', false);   -- 2001: older than 10 s
 SELECT * FROM monitoring.cache_get_entry('i:1', 'stats-inline');
-SELECT is((SELECT hits FROM monitoring.cache_stats WHERE namespace = 'stats-inline'), 226::bigint,
+SELECT is((SELECT hits FROM monitoring.cache_stats WHERE namespace = 'stats-inline'), 3226::bigint,
           'an old list is added by the next event');
 SELECT ok(left(current_setting('pg_observe.cache_pending'), 10)::bigint >= extract(epoch FROM now())::bigint - 1,
           'which starts a new one');
