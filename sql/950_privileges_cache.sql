@@ -1,8 +1,9 @@
 -- Privileges of the cache (see 900_privileges.sql for the matrix). The cache is the
 -- applications' own, so it belongs to the role they already have, observe_writer: it may call
 -- the cache functions (SECURITY DEFINER but cache_get_entry) and touch neither table, so that
--- every write passes the checks of keys, TTLs and values and is counted. Dashboards and exporters (observe_reader)
--- read monitoring.cache_stats, never the cached values (sessions, tokens, personal data).
+-- every write passes the checks of keys, TTLs and values and is counted. Dashboards and
+-- exporters (observe_reader) read monitoring.cache_stats, never the cached values (sessions,
+-- tokens, personal data).
 -- Admins have everything (900_privileges.sql), expire_cache() included.
 GRANT EXECUTE ON FUNCTION monitoring.cache_get(text, text),
                           monitoring.cache_get_entry(text, text),
@@ -23,9 +24,9 @@ GRANT EXECUTE ON FUNCTION monitoring.cache_get(text, text),
                           monitoring.cache_flush_stats()
     TO observe_writer;
 -- cache_get_entry is inlined into the caller's query, which then reads the view and calls
--- these as the caller: the view has the owner's privileges and only live entries (nothing a
--- writer could not read with cache_get_entry); the functions count one event per call, in the
--- caller's own session.
+-- these as the caller: the view has the owner's privileges and the live entries of every
+-- namespace (namespaces separate keys, not privileges: docs/cache.md); the functions count one
+-- event per call, in the caller's own session.
 GRANT SELECT ON monitoring.cache_live_entries TO observe_writer;
 GRANT EXECUTE ON FUNCTION monitoring._cache_note_one(text, text),
                           monitoring._cache_note_get(text, text, boolean)

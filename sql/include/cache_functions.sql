@@ -122,11 +122,6 @@ BEGIN
         events := 0;
         p_flush := true;
     END IF;
-    IF pending IS NOT NULL THEN   -- the letters as batch counts: what is added below, or kept
-        batch_counts := ARRAY[batch_counts[1] + pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'h', '')),
-                              batch_counts[2] + pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'm', '')),
-                              batch_counts[3] + pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 's', ''))];
-    END IF;
     -- (batches that fit are counted by _cache_note_batch() before they get here)
     IF NOT p_flush AND pending_namespace = p_namespace AND pg_catalog.length(pending) + events < 110
        AND pg_catalog.left(pending, 10)::bigint >= now_epoch - 10 THEN
@@ -135,6 +130,11 @@ BEGIN
                                          || pg_catalog.repeat('m', p_misses::integer) || pg_catalog.repeat('s', p_sets::integer),
                                          false);
         RETURN true;
+    END IF;
+    IF pending IS NOT NULL THEN   -- the letters as batch counts: what is added below, or kept
+        batch_counts := ARRAY[batch_counts[1] + pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'h', '')),
+                              batch_counts[2] + pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 'm', '')),
+                              batch_counts[3] + pg_catalog.length(pending) - pg_catalog.length(pg_catalog.replace(pending, 's', ''))];
     END IF;
     IF pg_catalog.current_setting('transaction_read_only') = 'on' THEN
         -- Read-only transactions (and standbys) cannot write: keep the counts in the session as
@@ -318,9 +318,10 @@ COMMENT ON FUNCTION monitoring.cache_get(text, text) IS
 -- function that is neither SECURITY DEFINER, nor has a SET clause, nor is VOLATILE; hence the
 -- view, and STABLE although it counts: its only writes are the session's counting settings
 -- and, every 100 events, the session's row of cache_counters through _cache_note_get().
--- Every name is schema-qualified, as the caller's search_path is in force. The count is a volatile condition
--- on the fenced (OFFSET 0) lookup: it runs once, found or not, and keeps PostgreSQL from
--- caching the lookup's result per key in a lateral join (Memoize), which would skip counts.
+-- Every name is schema-qualified, as the caller's search_path is in force. The count is a
+-- volatile condition on the fenced (OFFSET 0) lookup: it runs once, found or not, and keeps
+-- PostgreSQL from caching the lookup's result per key in a lateral join (Memoize), which would
+-- skip counts.
 CREATE OR REPLACE FUNCTION monitoring.cache_get_entry(p_key text, p_namespace text DEFAULT 'default')
     RETURNS TABLE (value jsonb, value_bytes bytea, value_type text, expires_at timestamptz)
     LANGUAGE sql

@@ -21,8 +21,8 @@ side: what no cache function can go below.
 Two more sides run in the same rounds, for what the ratios mean:
 
 - "redis_py": Redis through redis-py (its synchronous client, with hiredis), the library seed
-  001's migration example starts from. The minimal client above spends almost no CPU of its own, so it is the harder
-  baseline; redis-py is what a migrating application runs.
+  001's migration example starts from. The minimal client above spends almost no CPU of its
+  own, so it is the harder baseline; redis-py is what a migrating application runs.
 - "bare_sql": PostgreSQL through the same client code, its prepared statements swapped for the
   bare SQL of each operation (the upsert, the DELETE, the SELECT, as the superuser; no checks,
   no counting, no function call). Against Redis, it is the floor of these statements on this
