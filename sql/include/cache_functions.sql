@@ -77,9 +77,9 @@ COMMENT ON FUNCTION monitoring._cache_expires_at(interval) IS
 -- Counting without a write per call. A backend keeps the events of one namespace in session
 -- settings: pg_observe.cache_namespace; pg_observe.cache_pending, the Unix second of its first
 -- event (10 digits) followed by one letter per single-key event (h hit, m miss, s set); and
--- pg_observe.cache_pending_batch, the hits, misses and sets of batches ("h,m,s"). cache_get,
--- cache_get_entry and cache_set append their letter inline (_cache_note_one, a few
--- microseconds); _cache_note() adds everything to the backend's own row of cache_counters once
+-- pg_observe.cache_pending_batch, the hits, misses and sets of batches ("h,m,s"). The reads
+-- and single-key writes append their letter inline (_cache_note_one, a few microseconds);
+-- _cache_note() adds everything to the backend's own row of cache_counters once
 -- 100 single events or 10,000 batch events are pending, once the first is 10 seconds old, or
 -- when another namespace is counted. Settings follow the transaction: the events of a
 -- rolled-back call are not counted. A session can forge counts through its own settings, into
@@ -367,7 +367,8 @@ BEGIN
     GET DIAGNOSTICS found_count = ROW_COUNT;
     wanted := pg_catalog.cardinality(p_keys);
     IF found_count < wanted THEN   -- misses, or a key asked twice: count the keys once
-        SELECT pg_catalog.count(DISTINCT k)::integer INTO wanted FROM pg_catalog.unnest(p_keys) k;
+        -- byte order, as the keys have: half the cost of sorting 100 keys by a libc locale
+        SELECT pg_catalog.count(DISTINCT k COLLATE pg_catalog."C")::integer INTO wanted FROM pg_catalog.unnest(p_keys) k;
     END IF;
     IF NOT monitoring._cache_note_batch(p_namespace, found_count, wanted - found_count, 0) THEN
         PERFORM monitoring._cache_note(p_namespace, found_count, wanted - found_count, 0);
@@ -408,7 +409,7 @@ BEGIN
       AND (e.expires_at IS NULL OR e.expires_at > pg_catalog.clock_timestamp());
     wanted := pg_catalog.cardinality(p_keys);
     IF found_count < wanted THEN   -- misses, or a key asked twice: count the keys once
-        SELECT pg_catalog.count(DISTINCT k)::integer INTO wanted FROM pg_catalog.unnest(p_keys) k;
+        SELECT pg_catalog.count(DISTINCT k COLLATE pg_catalog."C")::integer INTO wanted FROM pg_catalog.unnest(p_keys) k;
     END IF;
     IF NOT monitoring._cache_note_batch(p_namespace, found_count, wanted - found_count, 0) THEN
         PERFORM monitoring._cache_note(p_namespace, found_count, wanted - found_count, 0);
@@ -663,7 +664,9 @@ BEGIN
     ON CONFLICT (namespace, key) DO UPDATE
         SET value = NULL, value_bytes = excluded.value_bytes, value_type = excluded.value_type,
             expires_at = excluded.expires_at, updated_at = excluded.updated_at;
-    PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+    IF NOT monitoring._cache_note_one(p_namespace, 's') THEN
+        PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION monitoring.cache_set_bytes(text, bytea, interval, text, text) IS
@@ -833,7 +836,9 @@ BEGIN
                              ELSE current_entry.value_type END
             USING ERRCODE = 'wrong_object_type';
     END IF;
-    PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+    IF NOT monitoring._cache_note_one(p_namespace, 's') THEN
+        PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+    END IF;
     RETURN result;
 END
 $$;
@@ -865,7 +870,7 @@ BEGIN
         WHERE e.expires_at <= at_now
     RETURNING true INTO written;
     written := COALESCE(written, false);
-    IF written THEN
+    IF written AND NOT monitoring._cache_note_one(p_namespace, 's') THEN
         PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
     END IF;
     RETURN written;

@@ -3,7 +3,7 @@
 -- their escaping, bad input, statistics, maintenance and privileges. Concurrency, the client
 -- and crash restarts are in test/python/test_cache.py.
 BEGIN;
-SELECT plan(222);
+SELECT plan(223);
 
 -- ---------------------------------------------------------------- storage
 SELECT has_table('monitoring', 'cache_entries', 'the cache table exists');
@@ -275,6 +275,15 @@ SELECT monitoring.cache_flush_stats();
 SELECT results_eq($$SELECT hits, misses, sets FROM monitoring.cache_stats WHERE namespace = 'stats'$$,
                   $$VALUES (3::bigint, 3::bigint, 3::bigint)$$,
                   'cache_flush_stats() adds them: 3 hits, 3 misses, 3 sets');
+SELECT monitoring.cache_set_bytes('w:b', '\x00ff', NULL, 'stats-writes');
+SELECT monitoring.cache_incr('w:n', 1, NULL, 'stats-writes');
+SELECT monitoring.cache_set_if_absent('w:l', '1', NULL, 'stats-writes');
+SELECT monitoring.cache_set_if_absent('w:l', '2', NULL, 'stats-writes');   -- taken: writes nothing
+SELECT * FROM monitoring.cache_get_many_packed('{w:b,w:n,w:b,w:x,w:x}', 'stats-writes');
+SELECT monitoring.cache_flush_stats();
+SELECT results_eq($$SELECT hits, misses, sets FROM monitoring.cache_stats WHERE namespace = 'stats-writes'$$,
+                  $$VALUES (2::bigint, 1::bigint, 3::bigint)$$,
+                  'bytes, an increment and a lock taken count a set each (a lock not taken none); a batch counts each key once');
 -- cache_get_entry inlined (in FROM) and not (in the select list, a plain SQL function call)
 SELECT monitoring.cache_set_many('{"i:1": 1, "i:2": 2, "i:3": 3}', NULL, 'stats-inline');
 SELECT is((SELECT count(*)::int FROM generate_series(1, 7) g, monitoring.cache_get_entry('i:' || g, 'stats-inline')), 3,
