@@ -3,8 +3,10 @@
 Runs prepared statements in a loop on one connection, the client and its backend pinned to one
 vCPU (Linux only), and reads the backend's CPU time from /proc: what one call costs the server,
 free of the wake-ups that dominate a small call's latency on a busy 2-vCPU machine. Each
-statement reads a random key of 10,000 in the namespace 'read-cost', as the superuser and as
-observe_writer (whose privileges PostgreSQL checks at every execution).
+single-key statement reads a random key of 10,000 in the namespace 'read-cost'; each batch
+statement 100 random keys of 11,000 (so that most batches have misses, as an application's do),
+one batch per 20 single calls; as the superuser and as observe_writer (whose privileges
+PostgreSQL checks at every execution).
 
     PG_OBSERVE_BENCH_DSN="host=... dbname=..." python test/bench/cache_read_cost.py [calls] [rounds]
 
@@ -27,6 +29,18 @@ STATEMENTS = {
     "cache_get_entry": "SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry($1, 'read-cost')",
     "cache_get": "SELECT monitoring.cache_get($1, 'read-cost')",
 }
+BATCH_STATEMENTS = {
+    "plain SELECT of 100 keys, packed (superuser)":
+        "SELECT COALESCE(json_object_agg(key, value) FILTER (WHERE value_type = 'json'), '{}'),"
+        " COALESCE(array_agg(key) FILTER (WHERE value_type <> 'json'), '{}'),"
+        " COALESCE(array_agg(value_bytes) FILTER (WHERE value_type <> 'json'), '{}'),"
+        " COALESCE(array_agg(value_type) FILTER (WHERE value_type <> 'json'), '{}')"
+        " FROM monitoring.cache_entries WHERE namespace = 'read-cost' AND key = ANY ($1::text[])"
+        " AND (expires_at IS NULL OR expires_at > clock_timestamp())",
+    "cache_get_many_packed (100 keys)":
+        "SELECT json_values, other_keys, other_values, other_types"
+        " FROM monitoring.cache_get_many_packed($1::text[], 'read-cost')",
+}
 
 
 def backend_cpu_seconds(pid: int) -> float:
@@ -45,21 +59,25 @@ def measure(role: str | None, calls: int, rounds: int) -> None:
         pgconn = conn.pgconn
         rng = random.Random(1)
         keys = [f"user:{rng.randrange(10000)}".encode() for _ in range(calls)]
-        for name, sql in STATEMENTS.items():
+        batches = [("{" + ",".join(f"user:{rng.randrange(11000)}" for _ in range(100)) + "}").encode()
+                   for _ in range(max(calls // 20, 1))]
+        cases = [(name, sql, keys) for name, sql in STATEMENTS.items()]
+        cases += [(name, sql, batches) for name, sql in BATCH_STATEMENTS.items()]
+        for number, (name, sql, arguments) in enumerate(cases):
             if role and "superuser" in name:
                 continue
-            statement = name.split(" ")[0].encode()
+            statement = b"read_cost_%d" % number
             assert pgconn.prepare(statement, sql.encode()).status == psycopg.pq.ExecStatus.COMMAND_OK
             per_call = []
             for _ in range(rounds):
-                for key in keys[:300]:
-                    pgconn.exec_prepared(statement, [key])
+                for argument in arguments[:300]:
+                    pgconn.exec_prepared(statement, [argument])
                 before = backend_cpu_seconds(pid)
-                for key in keys:
-                    result = pgconn.exec_prepared(statement, [key])
-                per_call.append((backend_cpu_seconds(pid) - before) / calls * 1e6)
+                for argument in arguments:
+                    result = pgconn.exec_prepared(statement, [argument])
+                per_call.append((backend_cpu_seconds(pid) - before) / len(arguments) * 1e6)
                 assert result.status == psycopg.pq.ExecStatus.TUPLES_OK, result.error_message
-            print(f"{name + (' as ' + role if role else ''):45s} backend CPU µs/call: "
+            print(f"{name + (' as ' + role if role else ''):52s} backend CPU µs/call: "
                   + ", ".join(f"{v:.1f}" for v in per_call))
 
 
