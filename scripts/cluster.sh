@@ -42,6 +42,9 @@ cron.database_name = '$DB'
 cron.host = '$SOCK'
 cron.use_background_workers = on
 max_worker_processes = 32
+# every cache write commits asynchronously (UNLOGGED); by default each such commit wakes the
+# WAL writer, a signal and a context switch per write: docs/cache.md, "UNLOGGED: what is true"
+wal_writer_flush_after = 0
 CONF
   fi
   if ! as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
