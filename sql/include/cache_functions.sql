@@ -367,7 +367,8 @@ BEGIN
     GET DIAGNOSTICS found_count = ROW_COUNT;
     wanted := pg_catalog.cardinality(p_keys);
     IF found_count < wanted THEN   -- misses, or a key asked twice: count the keys once
-        -- byte order, as the keys have: half the cost of sorting 100 keys by a libc locale
+        -- byte order, as the keys are stored: about half the cost of sorting by a libc locale
+        -- (docs/cache.md, "The read's cost")
         SELECT pg_catalog.count(DISTINCT k COLLATE pg_catalog."C")::integer INTO wanted FROM pg_catalog.unnest(p_keys) k;
     END IF;
     IF NOT monitoring._cache_note_batch(p_namespace, found_count, wanted - found_count, 0) THEN
@@ -870,8 +871,10 @@ BEGIN
         WHERE e.expires_at <= at_now
     RETURNING true INTO written;
     written := COALESCE(written, false);
-    IF written AND NOT monitoring._cache_note_one(p_namespace, 's') THEN
-        PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+    IF written THEN   -- nested: the order of AND's operands is not guaranteed
+        IF NOT monitoring._cache_note_one(p_namespace, 's') THEN
+            PERFORM monitoring._cache_note(p_namespace, 0, 0, 1);
+        END IF;
     END IF;
     RETURN written;
 END

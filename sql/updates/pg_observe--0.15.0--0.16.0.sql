@@ -1,5 +1,5 @@
 -- 0.15.0 -> 0.16.0: cache_get_many and cache_get_many_packed (the Python client's get_many)
--- count the distinct keys of a batch in byte order ("C"), which halves the cost of that sort
+-- count the distinct keys of a batch in byte order ("C"), about half the cost of that count
 -- under a libc locale; the single-key writes of bytes and text, cache_incr and
 -- cache_set_if_absent count through _cache_note_one() as cache_set does. Changed functions
 -- come from the same files as a fresh install; make test compares an upgraded database with a

@@ -3,7 +3,7 @@
 -- their escaping, bad input, statistics, maintenance and privileges. Concurrency, the client
 -- and crash restarts are in test/python/test_cache.py.
 BEGIN;
-SELECT plan(223);
+SELECT plan(224);
 
 -- ---------------------------------------------------------------- storage
 SELECT has_table('monitoring', 'cache_entries', 'the cache table exists');
@@ -275,11 +275,18 @@ SELECT monitoring.cache_flush_stats();
 SELECT results_eq($$SELECT hits, misses, sets FROM monitoring.cache_stats WHERE namespace = 'stats'$$,
                   $$VALUES (3::bigint, 3::bigint, 3::bigint)$$,
                   'cache_flush_stats() adds them: 3 hits, 3 misses, 3 sets');
+SET LOCAL track_functions = 'all';   -- calls of _cache_note() show in pg_stat_xact_user_functions
+CREATE TEMP TABLE note_calls AS
+SELECT COALESCE((SELECT calls FROM pg_stat_xact_user_functions
+                 WHERE schemaname = 'monitoring' AND funcname = '_cache_note'), 0) AS before;
 SELECT monitoring.cache_set_bytes('w:b', '\x00ff', NULL, 'stats-writes');
 SELECT monitoring.cache_incr('w:n', 1, NULL, 'stats-writes');
 SELECT monitoring.cache_set_if_absent('w:l', '1', NULL, 'stats-writes');
 SELECT monitoring.cache_set_if_absent('w:l', '2', NULL, 'stats-writes');   -- taken: writes nothing
 SELECT * FROM monitoring.cache_get_many_packed('{w:b,w:n,w:b,w:x,w:x}', 'stats-writes');
+SELECT is((SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'monitoring' AND funcname = '_cache_note')
+          - (SELECT before FROM note_calls), 1::bigint,
+          'only the first write of a new namespace calls _cache_note(); the other writes and the batch count inline');
 SELECT monitoring.cache_flush_stats();
 SELECT results_eq($$SELECT hits, misses, sets FROM monitoring.cache_stats WHERE namespace = 'stats-writes'$$,
                   $$VALUES (2::bigint, 1::bigint, 3::bigint)$$,
