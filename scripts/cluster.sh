@@ -42,13 +42,13 @@ cron.database_name = '$DB'
 cron.host = '$SOCK'
 cron.use_background_workers = on
 max_worker_processes = 32
-# every cache write commits asynchronously (UNLOGGED); by default each such commit wakes the
-# WAL writer, a signal and a context switch per write: docs/cache.md, "UNLOGGED: what is true"
-wal_writer_flush_after = 0
 CONF
   fi
   if ! as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
-    as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -t 60 start >/dev/null
+    # A cache write commits asynchronously (UNLOGGED): by default nearly every such commit wakes
+    # the WAL writer, a signal and a context switch per write (docs/cache.md, "UNLOGGED: what
+    # is true"). Given at every start, so that clusters created before this line get it too.
+    as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -o "-c wal_writer_flush_after=0" -w -t 60 start >/dev/null
   fi
   if ! "$PGBIN/psql" -h "$SOCK" -p "$PORT" -U postgres -Atqc "select 1 from pg_database where datname = '$DB'" postgres | grep -q 1; then
     "$PGBIN/createdb" -h "$SOCK" -p "$PORT" -U postgres "$DB"
