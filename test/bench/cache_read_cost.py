@@ -22,26 +22,21 @@ import sys
 
 import psycopg
 from _harness import DSN
+from bench_cache import BARE_STATEMENTS
+from pg_observe.cache import _FAST_STATEMENTS
 
-STATEMENTS = {
-    "plain SELECT (superuser)": "SELECT value, value_bytes, value_type FROM monitoring.cache_entries"
-                                " WHERE namespace = 'read-cost' AND key = $1"
-                                " AND (expires_at IS NULL OR expires_at > clock_timestamp())",
-    "cache_get_entry": "SELECT value, value_bytes, value_type FROM monitoring.cache_get_entry($1, 'read-cost')",
-    "cache_get": "SELECT monitoring.cache_get($1, 'read-cost')",
-}
-BATCH_STATEMENTS = {
-    "plain SELECT of 100 keys, packed (superuser)":
-        "SELECT COALESCE(json_object_agg(key, value) FILTER (WHERE value_type = 'json'), '{}'),"
-        " COALESCE(array_agg(key) FILTER (WHERE value_type <> 'json'), '{}'),"
-        " COALESCE(array_agg(value_bytes) FILTER (WHERE value_type <> 'json'), '{}'),"
-        " COALESCE(array_agg(value_type) FILTER (WHERE value_type <> 'json'), '{}')"
-        " FROM monitoring.cache_entries WHERE namespace = 'read-cost' AND key = ANY ($1::text[])"
-        " AND (expires_at IS NULL OR expires_at > clock_timestamp())",
-    "cache_get_many_packed (100 keys)":
-        "SELECT json_values, other_keys, other_values, other_types"
-        " FROM monitoring.cache_get_many_packed($1::text[], 'read-cost')",
-}
+# (name, SQL, parameter types): the bare SQL and the client's own statements, as make bench's
+# bench_cache.py runs them ($1 the key or keys, $2 the namespace)
+SINGLE_KEY_STATEMENTS = [
+    ("plain SELECT (superuser)", *BARE_STATEMENTS[b"pg_observe_cache_get"][:2]),
+    ("cache_get_entry", *_FAST_STATEMENTS[b"pg_observe_cache_get"][:2]),
+    ("cache_get", b"SELECT monitoring.cache_get($1, $2)", None),
+]
+BATCH_STATEMENTS = [
+    ("plain SELECT of 100 keys, packed (superuser)", *BARE_STATEMENTS[b"pg_observe_cache_get_many"][:2]),
+    ("cache_get_many_packed (100 keys)", *_FAST_STATEMENTS[b"pg_observe_cache_get_many"][:2]),
+]
+NAMESPACE = b"read-cost"
 
 
 def backend_cpu_seconds(pid: int) -> float:
@@ -63,20 +58,20 @@ def measure(role: str | None, calls: int, rounds: int) -> None:
         keys = [f"user:{rng.randrange(10000)}".encode() for _ in range(calls)]
         batches = [("{" + ",".join(f"user:{rng.randrange(11000)}" for _ in range(100)) + "}").encode()
                    for _ in range(max(calls // 20, 1))]
-        cases = [(name, sql, keys) for name, sql in STATEMENTS.items()]
-        cases += [(name, sql, batches) for name, sql in BATCH_STATEMENTS.items()]
-        for number, (name, sql, arguments) in enumerate(cases):
+        cases = [(name, sql, types, keys) for name, sql, types in SINGLE_KEY_STATEMENTS]
+        cases += [(name, sql, types, batches) for name, sql, types in BATCH_STATEMENTS]
+        for number, (name, sql, types, arguments) in enumerate(cases):
             if role and "superuser" in name:
                 continue
             statement = b"read_cost_%d" % number
-            assert pgconn.prepare(statement, sql.encode()).status == psycopg.pq.ExecStatus.COMMAND_OK
+            assert pgconn.prepare(statement, sql, types).status == psycopg.pq.ExecStatus.COMMAND_OK
             per_call = []
             for _ in range(rounds):
                 for argument in arguments[:300]:
-                    pgconn.exec_prepared(statement, [argument])
+                    pgconn.exec_prepared(statement, [argument, NAMESPACE])
                 before = backend_cpu_seconds(pid)
                 for argument in arguments:
-                    result = pgconn.exec_prepared(statement, [argument])
+                    result = pgconn.exec_prepared(statement, [argument, NAMESPACE])
                 per_call.append((backend_cpu_seconds(pid) - before) / len(arguments) * 1e6)
                 assert result.status == psycopg.pq.ExecStatus.TUPLES_OK, result.error_message
             print(f"{name + (' as ' + role if role else ''):52s} backend CPU µs/call: "
@@ -88,13 +83,13 @@ def main() -> None:
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     with psycopg.connect(DSN, autocommit=True) as conn:
         conn.execute("SELECT monitoring.cache_set_many(jsonb_object_agg('user:' || i, jsonb_build_object('id', i)),"
-                     " interval '1 hour', 'read-cost') FROM generate_series(0, 9999) i")
+                     " interval '1 hour', %s) FROM generate_series(0, 9999) i", [NAMESPACE.decode()])
     try:
         measure(None, calls, rounds)
         measure("observe_writer", calls, rounds)
     finally:
         with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute("SELECT monitoring.cache_delete_pattern('*', 'read-cost')")
+            conn.execute("SELECT monitoring.cache_delete_pattern('*', %s)", [NAMESPACE.decode()])
 
 
 if __name__ == "__main__":
