@@ -54,7 +54,8 @@ SELECT format('%s %s', conrelid::regclass, pg_get_constraintdef(oid)) FROM pg_co
 WHERE connamespace = 'monitoring'::regnamespace AND conrelid IN (
   SELECT oid FROM pg_class WHERE relnamespace = 'monitoring'::regnamespace AND NOT relispartition)
 UNION ALL
-SELECT format('%s %s', c.relname, array_to_string(c.relacl, ',')) FROM pg_class c
+SELECT format('%s %s %s %s', c.relname, c.relpersistence, array_to_string(c.reloptions, ','),
+              array_to_string(c.relacl, ',')) FROM pg_class c
 WHERE c.relnamespace = 'monitoring'::regnamespace AND NOT c.relispartition
 UNION ALL
 SELECT format('%s %s', p.oid::regprocedure, array_to_string(p.proacl, ',')) FROM pg_proc p

@@ -21,7 +21,11 @@ CREATE UNLOGGED TABLE monitoring.cache_entries (
     -- cache functions write here, and they keep the invariant: value_type json with value set
     -- and value_bytes NULL, bytes or text the other way round; keys at most 1024 bytes,
     -- namespaces 1 to 64. A btree entry could not hold more than ~2700 bytes anyway.
-);
+)
+-- Half-full pages: an overwrite is a HOT update whose old version stays on the page, and
+-- PostgreSQL prunes a page that is short of free space at almost every later visit; fewer
+-- entries per page make each pruning cheaper (docs/cache.md, "Storage").
+WITH (fillfactor = 50);
 COMMENT ON TABLE monitoring.cache_entries IS
     'The cache (UNLOGGED: emptied by a crash restart, absent on streaming replicas); use the cache_* functions';
 COMMENT ON COLUMN monitoring.cache_entries.namespace IS 'Keeps the keys of applications sharing the database apart (1 to 64 bytes)';

@@ -3,7 +3,7 @@
 -- their escaping, bad input, statistics, maintenance and privileges. Concurrency, the client
 -- and crash restarts are in test/python/test_cache.py.
 BEGIN;
-SELECT plan(224);
+SELECT plan(225);
 
 -- ---------------------------------------------------------------- storage
 SELECT has_table('monitoring', 'cache_entries', 'the cache table exists');
@@ -11,6 +11,8 @@ SELECT is((SELECT relpersistence::text FROM pg_class WHERE oid = 'monitoring.cac
           'cache_entries is UNLOGGED');
 SELECT is((SELECT relpersistence::text FROM pg_class WHERE oid = 'monitoring.cache_counters'::regclass), 'u',
           'cache_counters is UNLOGGED');
+SELECT is((SELECT reloptions FROM pg_class WHERE oid = 'monitoring.cache_entries'::regclass), '{fillfactor=50}'::text[],
+          'cache_entries pages are filled to half, so that pruning after overwrites has half the entries to go through');
 SELECT is((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
            WHERE a.attrelid = 'monitoring.cache_stats'::regclass AND a.attnum > 0),
           ARRAY['namespace', 'entries', 'expired_pending', 'hits', 'misses', 'sets', 'evictions', 'bytes'],
