@@ -754,7 +754,6 @@ CREATE OR REPLACE FUNCTION monitoring.cache_set_many(p_entries jsonb, p_ttl inte
 AS $$
 DECLARE
     expires timestamptz := monitoring._cache_expires_at(p_ttl);
-    long_key text;
     stored integer;
 BEGIN
     IF p_namespace IS NULL OR pg_catalog.octet_length(p_namespace) NOT BETWEEN 1 AND 64 THEN
@@ -764,15 +763,15 @@ BEGIN
         RAISE EXCEPTION 'cache_set_many takes a JSON object of key: value, got %', COALESCE(pg_catalog.jsonb_typeof(p_entries), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT k INTO long_key FROM pg_catalog.jsonb_object_keys(p_entries) k WHERE pg_catalog.octet_length(k) > 1024 LIMIT 1;
-    IF FOUND THEN
-        PERFORM monitoring._cache_check_key(long_key, p_namespace);   -- raises
-    END IF;
     -- The members of a JSON object are unique; their values are never SQL NULL (a JSON null
-    -- is stored as the JSON null, as cache_set('k', 'null') does).
+    -- is stored as the JSON null, as cache_set('k', 'null') does). A key over 1024 bytes
+    -- raises in the scan, below the sort, so before any row is written; checked here rather
+    -- than by a query of its own, which cost 2% of a 100-key call (0.17.0, measured).
     INSERT INTO monitoring.cache_entries AS e (namespace, key, value, value_bytes, value_type, expires_at, updated_at)
     SELECT p_namespace, m.key, m.value, NULL, 'json', expires, pg_catalog.clock_timestamp()
     FROM pg_catalog.jsonb_each(p_entries) m
+    WHERE CASE WHEN pg_catalog.octet_length(m.key) > 1024 THEN monitoring._cache_check_key(m.key, p_namespace)   -- raises
+               ELSE true END
     ORDER BY m.key COLLATE "C"   -- lock order: see the top of this file
     ON CONFLICT (namespace, key) DO UPDATE
         SET value = excluded.value, value_bytes = NULL, value_type = 'json',

@@ -3,7 +3,7 @@
 -- their escaping, bad input, statistics, maintenance and privileges. Concurrency, the client
 -- and crash restarts are in test/python/test_cache.py.
 BEGIN;
-SELECT plan(225);
+SELECT plan(226);
 
 -- ---------------------------------------------------------------- storage
 SELECT has_table('monitoring', 'cache_entries', 'the cache table exists');
@@ -185,9 +185,12 @@ SELECT throws_ok($$SELECT * FROM monitoring.cache_get_many_packed(ARRAY['a', NUL
                  'a NULL key in cache_get_many_packed');
 SELECT throws_ok($$SELECT * FROM monitoring.cache_get_many_packed('{a}', repeat('n', 65))$$, '22023', NULL,
                  'an oversize namespace in cache_get_many_packed');
-SELECT throws_ok($$SELECT monitoring.cache_set_many(jsonb_build_object('a', 1, repeat('k', 1025), 2))$$, '54000', NULL,
+SELECT throws_ok($$SELECT monitoring.cache_set_many(jsonb_build_object('a', 1, repeat('k', 1025), 2))$$, '54000',
+                 'a cache key of 1025 bytes is longer than the limit of 1024 bytes',
                  'cache_set_many: an oversize key is an error');
 SELECT is(monitoring.cache_get('a'), NULL, 'and the batch stores nothing');
+SELECT is(monitoring.cache_set_many(jsonb_build_object('b', 1, repeat('k', 1024), 2)) + monitoring.cache_delete_many(ARRAY['b', repeat('k', 1024)]),
+          4, 'cache_set_many: a key of 1024 bytes is stored');
 SELECT throws_ok($$SELECT monitoring.cache_set_many('{"a": 1}', interval '-1 second')$$, '22023', NULL,
                  'cache_set_many: a negative TTL is an error');
 SELECT is(monitoring.cache_set_many('{"jn": null}'), 1, 'cache_set_many: a JSON null is a value');
