@@ -45,4 +45,4 @@ __all__ = [
     "init_async_error_tracker",
     "init_error_tracker",
 ]
-__version__ = "0.17.0"
+__version__ = "0.18.0"

@@ -1,0 +1,11 @@
+-- 0.17.0 -> 0.18.0
+
+-- @include sql/900_privileges.sql
+-- @include sql/910_privileges_errors.sql
+-- @include sql/920_privileges_notifications.sql
+-- @include sql/930_privileges_telemetry.sql
+-- @include sql/940_privileges_operations.sql
+-- @include sql/941_privileges_prometheus.sql
+-- @include sql/942_privileges_dashboards.sql
+-- @include sql/950_privileges_cache.sql
+-- @include sql/990_reset_search_path.sql
