@@ -16,8 +16,9 @@ CREATE UNLOGGED TABLE monitoring.cache_entries (
     expires_at   timestamptz,
     updated_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     -- The key first: a lookup then compares keys alone on its way down the index (the namespace
-    -- only where the keys are equal), a quarter less CPU for a delete_many of 100 keys; the
-    -- price is that a pattern without a literal prefix reads every namespace (docs/cache.md).
+    -- only where the keys are equal): a quarter less backend CPU for the bare DELETE of 100
+    -- keys; the price is that a pattern without a literal prefix reads every namespace
+    -- (docs/cache.md, "Storage: the key first").
     CONSTRAINT cache_entries_pkey PRIMARY KEY (key, namespace)
     -- No CHECK constraint: PostgreSQL reads and prepares every CHECK anew for each INSERT or
     -- UPDATE statement, about a tenth of a set's server time (0.13.0, measured). Only the
