@@ -27,6 +27,9 @@ Two more sides run in the same rounds, for what the ratios mean:
   bare SQL of each operation (the upsert, the DELETE, the SELECT, as the superuser; no checks,
   no counting, no function call). Against Redis, it is the floor of these statements on this
   table from this client and machine; the cache against it is what pg_observe's functions add.
+- "bare_lookup", for delete_many only: the bare SQL side with the DELETE swapped for a SELECT
+  that finds the same 100 keys and deletes nothing. Against Redis's DEL it is what finding the
+  rows alone costs, below which no way of deleting them by key can go.
 
 PG_OBSERVE_BENCH_CACHE_OPS sets the single-key calls per phase (default 8000, split among the
 clients; a tenth of that for batches), PG_OBSERVE_BENCH_CACHE_BATCH the keys per batch (default 100),
@@ -59,11 +62,11 @@ KEYS = 10_000
 TTL = 3600
 NAMESPACE = "bench"
 ROUNDS = 2
-PG_LIKE = ("postgresql", "bare_sql")
-SYSTEMS = ("postgresql", "redis", "redis_py", "bare_sql")
+PG_LIKE = ("postgresql", "bare_sql", "bare_lookup")
+SYSTEMS = ("postgresql", "redis", "redis_py", "bare_sql", "bare_lookup")
 # in the keys a delete phase deletes: two sides of one store never delete each other's keys
 # (one letter each, so that every side's keys are as long)
-SIDE_TAG = {"postgresql": "p", "redis": "r", "redis_py": "y", "bare_sql": "b"}
+SIDE_TAG = {"postgresql": "p", "redis": "r", "redis_py": "y", "bare_sql": "b", "bare_lookup": "l"}
 REDIS_COMMANDS = {"ping": "PING (PostgreSQL: SELECT 1)", "get": "GET", "set": "SET EX", "delete": "DEL",
                   "get_many": "MGET", "set_many": "pipelined SET EX", "delete_many": "DEL k1 .. kn"}
 
@@ -110,6 +113,11 @@ BARE_STATEMENTS = {
         *cache_module._FAST_STATEMENTS[b"pg_observe_cache_delete_many"][1:]),
 }
 assert BARE_STATEMENTS.keys() == cache_module._FAST_STATEMENTS.keys()
+# delete_many's keys found, not deleted: the part of its bare DELETE that finding the rows costs
+BARE_LOOKUP = (
+    f"SELECT (count(*) FILTER (WHERE {_LIVE}))::integer FROM monitoring.cache_entries "
+    f"WHERE namespace = $2 AND key = ANY ($1)".encode(),
+    *cache_module._FAST_STATEMENTS[b"pg_observe_cache_delete_many"][1:])
 
 
 class Resp:
@@ -253,8 +261,10 @@ def worker_main(system: str, op: str, phase: str, worker: int, calls: int, redis
                 barrier: Any, results: Any) -> None:
     rng = random.Random(worker * 7919 + len(phase))
     phase += SIDE_TAG[system]
-    if system == "bare_sql":   # this process only: the same client, the bare statements
+    if system in ("bare_sql", "bare_lookup"):   # this process only: the same client, the bare statements
         cache_module._FAST_STATEMENTS.update(BARE_STATEMENTS)
+    if system == "bare_lookup":
+        cache_module._FAST_STATEMENTS[b"pg_observe_cache_delete_many"] = BARE_LOOKUP
     if system in PG_LIKE:
         conn = psycopg.connect(PG_DSN, autocommit=True)
         if system == "postgresql":   # as an application: PostgreSQL checks its privileges, a superuser's it skips
@@ -363,7 +373,8 @@ def main() -> None:
             for clients in (1, 8):
                 total = max(OPS // 10 if batched else OPS, clients)
                 calls = total // clients
-                systems = [system for system in SYSTEMS if not (op == "ping" and system == "bare_sql")]
+                systems = [system for system in SYSTEMS if not (op == "ping" and system == "bare_sql")
+                           and (op == "delete_many" or system != "bare_lookup")]
                 lat: dict[str, list[float]] = {system: [] for system in systems}
                 rates: dict[str, list[float]] = {system: [] for system in systems}
                 for rnd in range(ROUNDS):
@@ -390,6 +401,10 @@ def main() -> None:
                            value_name="the bare SQL statement", baseline_name="Redis", lower_is_better=True, **extra)
                     report(f"cache_{op}_{clients}c_p50_ms_vs_bare_sql", p50["postgresql"], "ms", p50["bare_sql"],
                            baseline_name="the bare SQL statement", lower_is_better=True, **extra)
+                if "bare_lookup" in systems:
+                    report(f"cache_{op}_{clients}c_bare_lookup_p50_ms", p50["bare_lookup"], "ms", p50["redis"],
+                           value_name="the bare SELECT of the same keys (found, not deleted)", baseline_name="Redis",
+                           lower_is_better=True, **extra)
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute("SELECT monitoring.cache_delete_pattern('*', %s)", (NAMESPACE,))
     finally:
