@@ -16,13 +16,12 @@ docs/cache.md ("Why delete_many misses 1.5x") has the figures.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import psycopg
 from _harness import DSN
 from bench_cache import BARE_LOOKUP, BARE_STATEMENTS
-from cache_read_cost import backend_cpu_seconds
+from cache_read_cost import backend_cpu_seconds, pinned_connection
 from pg_observe.cache import _FAST_STATEMENTS, _text_array
 
 NAMESPACE = "delete-cost"
@@ -53,12 +52,8 @@ def write(conn: psycopg.Connection, batches: list[list[str]]) -> None:
 
 def measure(sql: bytes, role: str | None, arrays: list[bytes], warm: list[bytes]) -> tuple[float, bytes]:
     """Backend CPU µs per call of one statement over the arrays, and the last call's result."""
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        if role:
-            conn.execute(f"SET ROLE {role}")
+    with pinned_connection(role) as conn:
         pid = conn.info.backend_pid
-        os.sched_setaffinity(0, {1})
-        os.sched_setaffinity(pid, {1})
         pgconn = conn.pgconn
         prepared = pgconn.prepare(b"delete_cost", sql, _PARAMETERS)
         assert prepared.status == psycopg.pq.ExecStatus.COMMAND_OK, prepared.error_message

@@ -16,9 +16,11 @@ docs/cache.md ("The read's cost") has the figures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
+from collections.abc import Iterator
 
 import psycopg
 from _harness import DSN
@@ -46,13 +48,21 @@ def backend_cpu_seconds(pid: int) -> float:
         return int(schedstat.read().split()[0]) / 1e9
 
 
-def measure(role: str | None, calls: int, rounds: int) -> None:
+@contextlib.contextmanager
+def pinned_connection(role: str | None) -> Iterator[psycopg.Connection]:
+    """An autocommit connection (as the role, if any), this process and its backend pinned to
+    vCPU 1: the backend's CPU time is then its own work, free of the scheduler's wake-ups."""
     with psycopg.connect(DSN, autocommit=True) as conn:
         if role:
             conn.execute(f"SET ROLE {role}")
-        pid = conn.info.backend_pid
         os.sched_setaffinity(0, {1})
-        os.sched_setaffinity(pid, {1})
+        os.sched_setaffinity(conn.info.backend_pid, {1})
+        yield conn
+
+
+def measure(role: str | None, calls: int, rounds: int) -> None:
+    with pinned_connection(role) as conn:
+        pid = conn.info.backend_pid
         pgconn = conn.pgconn
         rng = random.Random(1)
         keys = [f"user:{rng.randrange(10000)}".encode() for _ in range(calls)]
